@@ -1,0 +1,3 @@
+"""mura_lib: abnormality detection in musculoskeletal radiographs (Stanford MURA)."""
+
+__version__ = "0.1.0"
