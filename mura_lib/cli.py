@@ -1,13 +1,15 @@
 """Command line: `python -m mura_lib {describe,train,evaluate,predict}` (also the `mura` script).
 
 Each subcommand is a thin wrapper around library functions. Errors a user can cause are
-:class:`~mura_lib.errors.MuraError`; they are printed as one line and exit with status 2,
+:class:`~mura_lib.errors.MuraError`; they are printed as one message and exit with status 2,
 without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +23,64 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mura_lib.training.train import TrainConfig, fit
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    summary = fit(args.data, args.out, config, resume=args.resume, overwrite=args.overwrite)
+    summary.pop("history")
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mura_lib.predict import evaluate_checkpoint
+
+    report = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        args.out,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=args.device,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        skip_bad_images=args.skip_bad_images,
+    )
+    study = report["study"]["overall"]
+    print(
+        f"{report['n_studies']} studies, {report['n_images']} images of {args.split}: "
+        f"study kappa {study['kappa']}, AUROC {study['auroc']} "
+        f"(threshold {report['threshold']:.3f}, {report['threshold_rule']}); "
+        f"wrote {args.out}/predictions.csv and {args.out}/metrics.json"
+    )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mura_lib.predict import predict_paths
+
+    for result in predict_paths(args.checkpoint, args.paths, device=args.device, cam_dir=args.cam):
+        print(json.dumps(result))
+    return 0
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field (``--image-size``, ``--no-amp`` ...), same defaults."""
+    from mura_lib.training.train import TrainConfig
+
+    group = parser.add_argument_group("training parameters (see TrainConfig)")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if isinstance(field.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        else:
+            group.add_argument(
+                flag, type=type(field.default), default=field.default, metavar=field.name.upper()
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mura", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +88,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("describe", help="summarise a MURA-v1.1 tree: counts per split and part")
     p.add_argument("root", help="the MURA-v1.1 folder or its parent")
     p.set_defaults(func=_cmd_describe)
+
+    p = sub.add_parser("train", help="train a model; writes OUT/best.pt, last.pt, history.csv")
+    p.add_argument("--data", required=True, help="the MURA-v1.1 folder or its parent")
+    p.add_argument("--out", required=True, help="output folder of the run")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in OUT")
+    _add_train_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split (default: valid)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="the MURA-v1.1 folder or its parent")
+    p.add_argument("--out", required=True, help="writes OUT/predictions.csv and OUT/metrics.json")
+    p.add_argument("--split", default="valid", choices=["train", "valid"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--skip-bad-images", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict image files or study folders (JSON lines)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("paths", nargs="+", help="PNG files or study folders")
+    p.add_argument("--cam", metavar="DIR", help="write class activation map overlays to DIR")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 
@@ -40,5 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        hint = " (continue with --resume)" if args.command == "train" else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130

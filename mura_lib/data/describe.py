@@ -1,0 +1,200 @@
+"""Counts of a MURA tree, per split and body part, and their comparison with the paper's Table 1.
+
+:func:`describe_mura` is the text of `python -m mura_lib describe ROOT`; :func:`count_table`,
+:func:`table1_counts` and :func:`compare_with_table1` give the same numbers as DataFrames
+for the EDA notebook, and :data:`PAPER_TABLE1` holds the paper's counts.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from mura_lib.config import BODY_PARTS, SPLITS
+from mura_lib.data.mura import MuraIndex, scan_mura
+
+# Rajpurkar et al. 2017, Table 1 (= the official MURA-v1.1 CSVs): studies normal / abnormal
+# and images, per body part, for train and valid.
+PAPER_TABLE1 = pd.DataFrame(
+    [
+        (1094, 660, 4931, 92, 66, 465),
+        (1280, 655, 5106, 92, 83, 461),
+        (590, 287, 1825, 69, 64, 301),
+        (1497, 521, 5543, 101, 66, 460),
+        (321, 271, 1272, 68, 67, 288),
+        (1364, 1457, 8379, 99, 95, 563),
+        (2134, 1326, 9752, 140, 97, 659),
+        (8280, 5177, 36808, 661, 538, 3197),
+    ],
+    index=pd.Index([*BODY_PARTS, "total"], name="body_part"),
+    columns=[
+        "train_normal", "train_abnormal", "train_images",
+        "valid_normal", "valid_abnormal", "valid_images",
+    ],
+)  # fmt: skip
+
+MAX_SKIPPED_SHOWN = 10
+
+
+def count_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per split and body part, plus a `total` row per split.
+
+    Returns:
+        A DataFrame indexed by (split, body_part) with integer columns n_normal, n_abnormal,
+        n_studies (studies), n_images, n_patients, and float columns abnormal_rate (of
+        studies), views_mean and views_max (images per study).
+    """
+    # One row per study (its view count and label), then grouped twice: by part and overall.
+    studies = frame.groupby("study_id", sort=False).agg(
+        split=("split", "first"), body_part=("body_part", "first"),
+        patient_id=("patient_id", "first"), label=("label", "first"), views=("view", "size"),
+    )  # fmt: skip
+    by_part = _study_stats(studies, ["split", "body_part"])
+    total = _study_stats(studies, ["split"])
+    total.index = pd.MultiIndex.from_arrays(
+        [total.index, ["total"] * len(total)], names=["split", "body_part"]
+    )
+    order = [
+        (split, part)
+        for split in SPLITS
+        for part in [*BODY_PARTS, "total"]
+        if (split, part) in by_part.index or (split, part) in total.index
+    ]
+    return pd.concat([by_part, total]).loc[order]
+
+
+def _study_stats(studies: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    grouped = studies.groupby(keys)
+    return pd.DataFrame({
+        "n_normal": grouped["label"].apply(lambda x: int((x == 0).sum())),
+        "n_abnormal": grouped["label"].sum(),
+        "n_studies": grouped.size(),
+        "n_images": grouped["views"].sum(),
+        "n_patients": grouped["patient_id"].nunique(),
+        "abnormal_rate": grouped["label"].mean(),
+        "views_mean": grouped["views"].mean(),
+        "views_max": grouped["views"].max(),
+    }).astype({"n_normal": "int64", "n_abnormal": "int64", "n_studies": "int64",
+               "n_images": "int64", "n_patients": "int64", "views_max": "int64"})  # fmt: skip
+
+
+def table1_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame's counts in the layout of :data:`PAPER_TABLE1` (absent parts or splits: 0)."""
+    table = pd.DataFrame(0, index=PAPER_TABLE1.index, columns=PAPER_TABLE1.columns)
+    counts = count_table(frame)
+    for (split, part), row in counts.iterrows():
+        table.loc[part, [f"{split}_normal", f"{split}_abnormal", f"{split}_images"]] = [
+            row["n_normal"],
+            row["n_abnormal"],
+            row["n_images"],
+        ]
+    return table
+
+
+def compare_with_table1(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame's Table-1 counts next to the paper's, one row per (body_part, count).
+
+    Returns:
+        A DataFrame indexed by (body_part, count) with columns `ours`, `paper`, `diff`
+        (ours - paper) and `ratio` (ours / paper: about constant for a proportional sample).
+        `.unstack()` gives the wide layout.
+    """
+    ours = table1_counts(frame).stack()
+    paper = PAPER_TABLE1.stack()
+    out = pd.DataFrame({"ours": ours, "paper": paper})
+    out.index.names = ["body_part", "count"]
+    out["diff"] = out["ours"] - out["paper"]
+    out["ratio"] = out["ours"] / out["paper"]
+    return out
+
+
+def matches_table1(frame: pd.DataFrame) -> bool:
+    """Whether every count of the paper's Table 1 is reproduced exactly."""
+    return bool((compare_with_table1(frame)["diff"] == 0).all())
+
+
+def describe_mura(root: str | os.PathLike[str]) -> str:
+    """The text report of `python -m mura_lib describe ROOT` (see :func:`describe_index`).
+
+    Raises:
+        MuraFormatError: `root` is not a valid MURA tree.
+    """
+    return describe_index(scan_mura(root))
+
+
+def describe_index(index: MuraIndex) -> str:
+    """Counts per split and part, patients shared by splits, Table-1 check, skipped files."""
+    frame = index.frame
+    how = {"csv": "from its CSV files", "walk": "by walking its folders (no CSV files)"}
+    lines = [f"MURA tree: {index.root}"]
+    lines += [f"{split}: read {how[src]}" for split, src in index.source.items()]
+    counts = count_table(frame)
+    for split in counts.index.get_level_values("split").unique():
+        table = counts.loc[split].copy()
+        total = {k: int(v) for k, v in table.loc["total"].items() if k.startswith("n_")}
+        lines += [
+            "",
+            f"{split}: {total['n_studies']} studies ({total['n_normal']} normal, "
+            f"{total['n_abnormal']} abnormal), {total['n_images']} images, "
+            f"{total['n_patients']} patients",
+        ]
+        lines += _text_table(table)
+    lines.append("")
+    lines += _checks(frame)
+    lines += _skipped_lines(index.skipped)
+    return "\n".join(lines)
+
+
+def _text_table(table: pd.DataFrame) -> list[str]:
+    """Right-aligned columns, two spaces apart (DataFrame.to_string misaligns text columns)."""
+    headers = ["part", "normal", "abnormal", "studies", "images", "patients", "abnormal %",
+               "views/study mean", "max"]  # fmt: skip
+    rows = [
+        [part, *(str(int(r[c])) for c in ("n_normal", "n_abnormal", "n_studies", "n_images",
+                                          "n_patients")),
+         f"{100 * r.abnormal_rate:.1f}", f"{r.views_mean:.2f}", str(int(r.views_max))]
+        for part, r in table.iterrows()
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    return [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        for row in [headers, *rows]
+    ]
+
+
+def _checks(frame: pd.DataFrame) -> list[str]:
+    """Things worth knowing that are not errors: shared patients, Table-1 agreement."""
+    out = []
+    patients = [set(frame.loc[frame["split"] == s, "patient_id"]) for s in SPLITS]
+    if all(patients):
+        shared = sorted(patients[0] & patients[1])
+        if shared:
+            shown = ", ".join(str(p) for p in shared[:MAX_SKIPPED_SHOWN])
+            out.append(
+                f"WARNING: {len(shared)} patient ids appear in both train and valid "
+                f"(e.g. {shown}); official MURA has none."
+            )
+        else:
+            out.append("Patients in both train and valid: none (as in official MURA).")
+    if matches_table1(frame):
+        out.append("Counts match the paper's Table 1 (the official MURA-v1.1).")
+    else:
+        n_paper = int(PAPER_TABLE1.loc["total", ["train_images", "valid_images"]].sum())
+        out.append(
+            f"Counts differ from the paper's Table 1 ({len(frame)} images here, {n_paper} "
+            "there): expected for a sample or a subset, not for the official MURA-v1.1."
+        )
+    return out
+
+
+def _skipped_lines(skipped: pd.DataFrame) -> list[str]:
+    if skipped.empty:
+        return ["Skipped: nothing (no AppleDouble, hidden or non-PNG files)."]
+    out = [f"Skipped {len(skipped)} entries that are not images of the data set:"]
+    for reason, n in skipped["reason"].value_counts().items():
+        out.append(f"  {n:6d}  {reason}")
+    shown = skipped.head(MAX_SKIPPED_SHOWN)
+    out.append(f"  first {len(shown)}:" if len(skipped) > len(shown) else "  all:")
+    out += [f"    {row.path}  ({row.reason})" for row in shown.itertuples()]
+    return out

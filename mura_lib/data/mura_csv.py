@@ -1,0 +1,204 @@
+"""Parse the official MURA index files of one split, with line-exact error messages.
+
+Each split has two CSV files in the MURA-v1.1 folder:
+
+- `{split}_image_paths.csv`: one image path a line,
+  e.g. `MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/image1.png`;
+- `{split}_labeled_studies.csv`: a study folder and its label a line,
+  e.g. `MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/,1`.
+
+The official copies have no header and LF line ends; copies found on the web sometimes add a
+header row (`Img_Path` / `Img_Path,Label`), CRLF line ends or a UTF-8 byte-order mark, and all
+of those are accepted. Blank lines are ignored. Everything else that is not a MURA path
+(another split, an unknown body part, `..`, an absolute path, a label that contradicts the
+study folder's `_positive`/`_negative` suffix, a duplicate) raises
+:class:`~mura_lib.errors.MuraFormatError` naming the file and line.
+
+Whether the listed files exist is checked by :mod:`mura_lib.data.mura`, which owns the disk.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+from mura_lib.data.mura_layout import (
+    IMAGE_PATH_RE,
+    LABEL_OF_SUFFIX,
+    STUDY_PATH_RE,
+    ImageRecord,
+    describe_bad_path,
+    record_from_match,
+)
+from mura_lib.errors import MuraFormatError
+
+# First fields that mark a header row. Only known names: a header that is really a mistyped
+# path should fail as a bad path, not vanish silently.
+_HEADER_NAMES = {"img_path", "image_path", "path", "study", "study_path"}
+_FIX_LINE = "Fix or delete that line, or delete the split's two CSV files to index the folders."
+# How many offending entries a message lists before saying "and N more".
+MAX_LISTED = 5
+
+
+def image_csv_name(split: str) -> str:
+    return f"{split}_image_paths.csv"
+
+
+def study_csv_name(split: str) -> str:
+    return f"{split}_labeled_studies.csv"
+
+
+def listing(items: list[str], total: int | None = None) -> str:
+    """`a, b, c and 7 more`: the first few offending entries for a one-line message."""
+    total = len(items) if total is None else total
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown if total <= MAX_LISTED else f"{shown} and {total - MAX_LISTED} more"
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, stripped fields) for each non-blank row, without a header row."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            first = True
+            for fields in reader:
+                fields = [x.strip() for x in fields]
+                if not any(fields):
+                    continue
+                if first and fields[0].lower() in _HEADER_NAMES:
+                    first = False
+                    continue
+                first = False
+                yield reader.line_num, fields
+    except UnicodeDecodeError as err:
+        raise MuraFormatError(
+            f"{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start}). "
+            "Restore the file from the MURA-v1.1 archive, or delete the split's two CSV files."
+        ) from None
+    except PermissionError as err:
+        raise MuraFormatError(
+            f"{path}: cannot be read ({err.strerror}). Check the file's permissions."
+        ) from None
+    except csv.Error as err:
+        raise MuraFormatError(f"{path}: unreadable CSV ({err}). {_FIX_LINE}") from None
+
+
+def _fields(path: Path, line: int, fields: list[str], n: int, what: str) -> list[str]:
+    """The row's fields, after checking there are exactly `n` (trailing empty ones allowed)."""
+    while len(fields) > n and not fields[-1]:
+        fields = fields[:-1]
+    if len(fields) != n:
+        raise MuraFormatError(
+            f"{path}, line {line}: expected {what}, found {len(fields)} fields "
+            f"({','.join(fields)!r}). {_FIX_LINE}"
+        )
+    return fields
+
+
+def read_image_csv(path: Path, split: str) -> tuple[list[ImageRecord], list[int]]:
+    """Parse `{split}_image_paths.csv`; returns the records and their line numbers, in file order.
+
+    Raises:
+        MuraFormatError: a line is not a MURA image path of this split, or is listed twice.
+    """
+    records: list[ImageRecord] = []
+    lines: list[int] = []
+    first_line: dict[str, int] = {}
+    for line, fields in _rows(path):
+        (text,) = _fields(path, line, fields, 1, "one image path a line")
+        m = IMAGE_PATH_RE.fullmatch(text)
+        if m is None or m[1] != split:
+            raise MuraFormatError(
+                f"{path}, line {line}: {describe_bad_path(text, split)}. {_FIX_LINE}"
+            )
+        if text in first_line:
+            raise MuraFormatError(
+                f"{path}, line {line}: {text} is listed twice (first at line "
+                f"{first_line[text]}). {_FIX_LINE}"
+            )
+        first_line[text] = line
+        records.append(record_from_match(m))
+        lines.append(line)
+    return records, lines
+
+
+def read_study_csv(path: Path, split: str) -> dict[str, tuple[int, int]]:
+    """Parse `{split}_labeled_studies.csv` into {study folder without '/': (label, line)}.
+
+    Raises:
+        MuraFormatError: a line is not `<study folder>,<0|1>` of this split, its label
+            contradicts the folder's `_positive`/`_negative` suffix, or it is listed twice.
+    """
+    studies: dict[str, tuple[int, int]] = {}
+    for line, fields in _rows(path):
+        text, label_text = _fields(path, line, fields, 2, "'<study folder>,<label>'")
+        m = STUDY_PATH_RE.fullmatch(text)
+        if m is None or m[1] != split:
+            bad = describe_bad_path(text, split, study_only=True)
+            raise MuraFormatError(f"{path}, line {line}: {bad}. {_FIX_LINE}")
+        if label_text not in ("0", "1"):
+            raise MuraFormatError(
+                f"{path}, line {line}: label {label_text!r} is not 0 (normal) or 1 (abnormal). "
+                f"{_FIX_LINE}"
+            )
+        label, suffix_label = int(label_text), LABEL_OF_SUFFIX[m[7]]
+        if label != suffix_label:
+            raise MuraFormatError(
+                f"{path}, line {line}: label {label} contradicts the folder name {m[5]!r} "
+                f"(_{m[7]} means {suffix_label}). The folder suffix is MURA's label: correct "
+                "the CSV line, or delete the split's two CSV files to index the folders."
+            )
+        key = text.rstrip("/")
+        if key in studies:
+            raise MuraFormatError(
+                f"{path}, line {line}: study {key}/ is listed twice (first at line "
+                f"{studies[key][1]}). {_FIX_LINE}"
+            )
+        studies[key] = (label, line)
+    return studies
+
+
+def read_split_csvs(folder: Path, split: str) -> tuple[list[ImageRecord], list[int]]:
+    """Parse and cross-check one split's two CSV files.
+
+    Every listed image must belong to a labeled study and every labeled study must have at
+    least one listed image: a study without images or an image without a label means the two
+    files come from different copies, and guessing which one is right would hide that.
+
+    Returns:
+        The image records in file order and the line number of each in the image CSV.
+
+    Raises:
+        MuraFormatError: a malformed line, an empty file, or the two files disagree.
+    """
+    image_csv, study_csv = folder / image_csv_name(split), folder / study_csv_name(split)
+    records, lines = read_image_csv(image_csv, split)
+    studies = read_study_csv(study_csv, split)
+    if not records:
+        raise MuraFormatError(
+            f"{image_csv}: lists no images, so the {split} split is empty. Restore the file "
+            "from the MURA-v1.1 archive, or delete the split's two CSV files to index the folders."
+        )
+    listed_studies: dict[str, int] = {}
+    for rec, line in zip(records, lines, strict=True):
+        listed_studies.setdefault(rec.study_rel, line)
+    unlabeled = [s for s in listed_studies if s not in studies]
+    if unlabeled:
+        shown = [f"{s}/ (line {listed_studies[s]})" for s in unlabeled[:MAX_LISTED]]
+        raise MuraFormatError(
+            f"{image_csv}: {len(unlabeled)} listed images belong to studies missing from "
+            f"{study_csv.name}: {listing(shown, len(unlabeled))}. The two CSV files do not "
+            "match: restore both from the same MURA-v1.1 archive, or delete both to index the "
+            "folders."
+        )
+    imageless = [s for s in studies if s not in listed_studies]
+    if imageless:
+        shown = [f"{s}/ (line {studies[s][1]})" for s in imageless[:MAX_LISTED]]
+        raise MuraFormatError(
+            f"{study_csv}: {len(imageless)} labeled studies have no images in "
+            f"{image_csv.name}: {listing(shown, len(imageless))}. The two CSV files do not "
+            "match: restore both from the same MURA-v1.1 archive, or delete both to index the "
+            "folders."
+        )
+    return records, lines

@@ -1,0 +1,1 @@
+"""Model construction, pretrained weights, checkpoints and class activation maps."""

@@ -1,0 +1,73 @@
+"""Class activation maps (Zhou et al. 2016), the MURA paper's localisation method.
+
+For a network that ends in global average pooling followed by a linear layer, the logit is
+the spatial mean of ``w . f(x, y) + b`` where ``f`` are the last feature maps. That map (before
+the mean) is the CAM: it shows where the evidence for "abnormal" lies, and its mean equals
+the logit, which the tests use as a check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from mura_lib.errors import ConfigError
+
+# (feature module, classifier, apply ReLU to the features as the model's forward does)
+_CAM_LAYERS = {
+    "ResNet": ("layer4", "fc", False),
+    "DenseNet": ("features", "classifier", True),
+}
+
+
+def _cam_layers(model: nn.Module) -> tuple[nn.Module, nn.Linear, bool]:
+    spec = _CAM_LAYERS.get(type(model).__name__)
+    if spec is None:
+        raise ConfigError(
+            f"class activation maps are implemented for ResNet and DenseNet models, "
+            f"not {type(model).__name__}"
+        )
+    features, classifier, relu = spec
+    return model.get_submodule(features), model.get_submodule(classifier), relu
+
+
+@torch.inference_mode()
+def class_activation_maps(
+    model: nn.Module, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (cams (B, H, W) at the input resolution, logits (B,)) for normalised ``images``."""
+    feature_module, classifier, relu = _cam_layers(model)
+    captured: list[torch.Tensor] = []
+    handle = feature_module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        was_training = model.training
+        model.eval()
+        logits = model(images).float().squeeze(1)
+        model.train(was_training)
+    finally:
+        handle.remove()
+    feats = captured[0].float()
+    if relu:
+        feats = F.relu(feats)
+    weight = classifier.weight.float()[0]  # (C,)
+    bias = classifier.bias.float()[0] if classifier.bias is not None else 0.0
+    cams = torch.einsum("bchw,c->bhw", feats, weight) + bias
+    cams = F.interpolate(
+        cams[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False
+    )
+    return cams[:, 0], logits
+
+
+def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> Image.Image:
+    """Blend a heatmap (jet colour map, min-max scaled) over a uint8 grayscale image."""
+    from matplotlib import colormaps
+
+    lo, hi = float(cam.min()), float(cam.max())
+    scaled = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
+    heat = colormaps["jet"](scaled)[..., :3]
+    gray = np.repeat((image.astype(np.float32) / 255.0)[..., None], 3, axis=-1)
+    blended = (1 - alpha) * gray + alpha * heat
+    return Image.fromarray(np.clip(blended * 255, 0, 255).astype(np.uint8))

@@ -1,0 +1,66 @@
+"""ImageNet weights through torchvision's weights API, with a clear error when offline.
+
+torchvision keeps downloaded weights in the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``). We look
+there first; if the file is missing we try to download it, and if that fails we stop at once
+with a message saying where the file is expected and how to train without it. We never fall
+back to random weights: a run that asked for ImageNet features and silently got noise would
+produce misleading results.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torchvision
+
+from mura_lib.errors import WeightsUnavailableError
+
+# Seconds to wait for the download server before giving up (an offline machine fails at once
+# on DNS; a firewalled one would otherwise hang for minutes).
+DOWNLOAD_TIMEOUT_S = 20
+
+
+def imagenet_weights_path(arch: str) -> tuple[str, Path]:
+    """The download URL of ``arch``'s default ImageNet weights and their path in the hub cache."""
+    try:
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError) as err:
+        raise WeightsUnavailableError(f"torchvision has no ImageNet weights for {arch!r}") from err
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    return weights.url, checkpoints / os.path.basename(weights.url)
+
+
+def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """Return the ImageNet state dict of ``arch`` from the cache, downloading it if possible."""
+    url, path = imagenet_weights_path(arch)
+    if not path.is_file():
+        _download(url, path, arch)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which and what to do
+        raise WeightsUnavailableError(
+            f"the ImageNet weights file {path} cannot be read ({err}); delete it and run again "
+            "to download a fresh copy"
+        ) from err
+
+
+def _download(url: str, path: Path, arch: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+    except Exception as err:
+        raise WeightsUnavailableError(
+            f"ImageNet weights for {arch} are not cached and cannot be downloaded ({err}).\n"
+            f"  expected file: {path}\n"
+            f"  fix: on a machine with internet, download {url} and copy it to that path "
+            "(or set TORCH_HOME to the folder whose hub/checkpoints/ holds it);\n"
+            "  or train from scratch with --weights none (weights: none in a params file)."
+        ) from err
+    finally:
+        socket.setdefaulttimeout(previous)

@@ -1,0 +1,224 @@
+"""Abnormal findings: fractures, orthopaedic hardware, lytic lesions and soft-tissue swelling.
+
+A finding is drawn once per study in anatomical terms (which bone, where along it, on which
+side of it) and then projected into every view, so the views of an abnormal study show the
+same fracture from different sides: a displacement seen face-on in one view can vanish in the
+other, as in real films. One number, `subtlety` (0 = obvious, 1 = barely there), sets how
+large, displaced and contrasted the finding is, so errors can later be broken down by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from mura_lib.synthetic.anatomy import Anatomy, Bone, Projector
+from mura_lib.synthetic.primitives import Window, capsule_thickness
+
+KINDS = ("fracture", "hardware", "lesion", "swelling")
+KIND_WEIGHTS = (0.42, 0.18, 0.25, 0.15)  # fractures dominate MURA's abnormal studies
+MU_METAL = 6.0  # per cm: steel is far denser than bone and saturates the film
+
+DensityFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One abnormality of a study, in anatomical terms. Sizes are in cm."""
+
+    kind: str
+    subtlety: float
+    bone: str  # name of the bone it sits on (swelling: the bone nearest the joint)
+    t: float  # position along the bone, 0..1 from p0
+    theta: float  # side of the bone it faces, radians about the bone's axis
+    size: float  # fracture gap / lesion radius / hardware length / swelling radius
+    contrast: float  # share of bone density removed (fracture gap, lesion)
+    shift: float  # fracture: sideways displacement; hardware: 0 plate, 1 screws, 2 wire
+    angulation: float  # fracture: bend of the distal fragment, radians
+    obliquity: float  # fracture: tilt of the line from perpendicular; lesion: elongation
+    extent: float  # fracture: share of the bone's width the line crosses
+
+
+def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
+    """Draw the kind, subtlety, place and shape of a study's abnormality."""
+    kind = KINDS[int(rng.choice(len(KINDS), p=KIND_WEIGHTS))]
+    # Subtlety spreads over 0..1 with a little more weight on the middle; hardware is rarely
+    # subtle (metal is always bright), so its subtlety is compressed towards 0.
+    subtlety = float(rng.beta(1.2, 1.2))
+    if kind == "hardware":
+        subtlety *= 0.7
+    e = 1.0 - subtlety  # evidence
+    targets = [b for b in anatomy.bones if b.target]
+    # Thick bones are chosen more often: lesions and plates need room.
+    weights = np.array([b.r_mid for b in targets]) ** 2
+    bone = targets[int(rng.choice(len(targets), p=weights / weights.sum()))]
+    theta = float(rng.uniform(0, 2 * np.pi))
+    t = float(rng.uniform(0.2, 0.8))
+    if kind == "fracture":
+        displaced = rng.uniform() < 0.75
+        return Finding(kind, subtlety, bone.name, t, theta,
+                       size=bone.r_mid * (0.1 + 0.35 * e),
+                       contrast=0.35 + 0.6 * e,
+                       shift=bone.r_mid * 1.3 * e**2 * rng.uniform(0.4, 1.0) * displaced,
+                       angulation=0.4 * e**2 * rng.uniform(-1, 1) * displaced,
+                       obliquity=float(rng.uniform(-0.7, 0.7)),
+                       extent=min(1.0, 0.35 + 0.8 * e))
+    if kind == "lesion":
+        return Finding(kind, subtlety, bone.name, t, theta,
+                       size=bone.r_mid * (0.35 + 0.5 * e), contrast=0.3 + 0.6 * e,
+                       shift=0.0, angulation=0.0, obliquity=float(rng.uniform(1.0, 1.8)),
+                       extent=float(rng.uniform() < 0.4))  # 1 = sclerotic rim
+    if kind == "hardware":
+        style = 0 if e > 0.55 else (1 if e > 0.4 else 2)  # plate, screws, wire
+        return Finding(kind, subtlety, bone.name, t, theta,
+                       size=_bone_length(bone) * (0.15 + 0.3 * e), contrast=0.0,
+                       shift=float(style), angulation=float(rng.uniform(-0.6, 0.6)),
+                       obliquity=0.0, extent=float(rng.integers(2, 6)))
+    index = int(rng.integers(len(anatomy.joints)))
+    radius = anatomy.joints[index][1]
+    return Finding(kind, subtlety, bone.name, t, theta, size=radius * (0.35 + 0.55 * e),
+                   contrast=0.5 + 0.5 * e, shift=0.0, angulation=0.0, obliquity=0.0,
+                   extent=float(index))
+
+
+def _bone_length(b: Bone) -> float:
+    return float(np.linalg.norm(np.subtract(b.p1, b.p0)))
+
+
+def _frame(b: Bone) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit axis of a bone and two unit vectors perpendicular to it."""
+    axis = np.subtract(b.p1, b.p0) / _bone_length(b)
+    e1 = np.cross(axis, [0.0, 0.0, 1.0])
+    if np.linalg.norm(e1) < 1e-6:
+        e1 = np.array([1.0, 0.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    return axis, e1, np.cross(axis, e1)
+
+
+def site(f: Finding, b: Bone) -> np.ndarray:
+    """Anatomical point on the bone's axis where the finding sits."""
+    return np.asarray(b.p0) + f.t * np.subtract(b.p1, b.p0)
+
+
+def fractured(f: Finding, b: Bone, proj: Projector, density: DensityFn) -> DensityFn:
+    """Wrap a bone's density function so the bone is broken as `f` says.
+
+    The proximal fragment is drawn as is; the distal one through a rigid transform (shift along
+    the projected displacement, rotation by the angulation). Each fragment gets a lucent band
+    along its broken edge, over `extent` of the bone's width.
+    """
+    axis3, e1, e2 = _frame(b)
+    p3 = site(f, b)
+    d3 = f.shift * (np.cos(f.theta) * e1 + np.sin(f.theta) * e2)
+    pf = proj(p3)
+    delta = proj(p3 + d3) - pf
+    a2 = proj(p3 + axis3) - pf
+    a2 /= np.linalg.norm(a2) + 1e-9
+    perp = np.array([-a2[1], a2[0]])
+    co, so = np.cos(f.obliquity), np.sin(f.obliquity)
+    normal = a2 * co + perp * so  # normal of the fracture line
+    across = -a2 * so + perp * co  # along the fracture line
+    half_gap = max(f.size * proj.scale / 2, 0.3)
+    r_px = b.r_mid * proj.scale
+    ca, sa = np.cos(f.angulation), np.sin(f.angulation)
+
+    def lucency(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        side = (x - pf[0]) * normal[0] + (y - pf[1]) * normal[1]
+        pos = (x - pf[0]) * across[0] + (y - pf[1]) * across[1]
+        # An incomplete fracture starts at one cortex and fades out across the bone.
+        reach = -1.3 * r_px + 2.6 * r_px * f.extent
+        fade = np.clip((reach - pos) / (0.3 * r_px + 1e-9) + 0.5, 0.0, 1.0)
+        band = np.exp(-np.square(side / half_gap) * 2.0)
+        return 1.0 - f.contrast * band * fade
+
+    def broken(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        side = (x - pf[0]) * normal[0] + (y - pf[1]) * normal[1]
+        proximal = np.where(side < 0, density(x, y) * lucency(x, y), 0.0)
+        # Distal fragment: undo its displacement and rotation to find where it came from.
+        ux, uy = x - pf[0] - delta[0], y - pf[1] - delta[1]
+        sx, sy = pf[0] + ca * ux + sa * uy, pf[1] - sa * ux + ca * uy
+        side_d = (sx - pf[0]) * normal[0] + (sy - pf[1]) * normal[1]
+        distal = np.where(side_d >= 0, density(sx, sy) * lucency(sx, sy), 0.0)
+        return proximal + distal
+
+    return broken
+
+
+def lesion_factor(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndarray:
+    """Multiplier (<1 inside) that carves a lytic lesion out of a bone, maybe with a rim."""
+    axis3, e1, e2 = _frame(b)
+    # The lesion sits inside the bone, off its axis towards `theta`.
+    c3 = site(f, b) + 0.35 * b.r_mid * (np.cos(f.theta) * e1 + np.sin(f.theta) * e2)
+    c = proj(c3)
+    a2 = proj(c3 + axis3) - c
+    angle = float(np.arctan2(a2[1], a2[0]))
+    rx, ry = f.size * f.obliquity * proj.scale, f.size * proj.scale
+    ca, sa = np.cos(angle), np.sin(angle)
+    u, v = (win.x - c[0]) * ca + (win.y - c[1]) * sa, -(win.x - c[0]) * sa + (win.y - c[1]) * ca
+    r = np.sqrt(np.square(u / rx) + np.square(v / ry))
+    hole = np.clip(1.25 - r, 0.0, 0.25) / 0.25  # flat floor, soft 20 % edge
+    rim = f.extent * 0.35 * f.contrast * np.exp(-np.square((r - 1.15) / 0.15))
+    return (1.0 - f.contrast * hole) * (1.0 + rim)
+
+
+def hardware_metal(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndarray:
+    """Metal path length (times MU_METAL) of a plate with screws, loose screws or a wire."""
+    axis3, e1, e2 = _frame(b)
+    radial = np.cos(f.theta) * e1 + np.sin(f.theta) * e2
+    tangent = -np.sin(f.theta) * e1 + np.cos(f.theta) * e2
+    c3 = site(f, b)
+    half = f.size / 2
+    s = proj.scale
+    metal = np.zeros(np.broadcast(win.x, win.y).shape)
+    n_screws = int(f.extent)
+    if f.shift == 0:  # plate on the bone's surface, a screw through each hole
+        top = c3 + radial * (b.r_mid + 0.2)
+        p0, p1 = proj(top - axis3 * half), proj(top + axis3 * half)
+        half_width = min(0.6, 0.9 * b.r_mid)
+        width = abs(_across(proj, top, tangent * half_width, axis3))
+        thick = abs(_across(proj, top, radial * 0.15, axis3))
+        hw = width + thick + 0.5
+        flat = np.clip(hw - _seg_dist(win, p0, p1) + 0.5, 0.0, 1.0)
+        # The path through the plate is its cross-section spread over its projected width.
+        metal += flat * MU_METAL * (2 * half_width * 0.3) / max(2 * hw / s, 0.2)
+        for k in range(n_screws + 2):
+            q3 = top + axis3 * half * (2 * (k + 0.5) / (n_screws + 2) - 1)
+            metal += _rod(win, proj(q3), proj(q3 - radial * (2 * b.r_mid + 0.6)), 0.18 * s, s)
+    elif f.shift == 1:  # one to three screws across the bone
+        for k in range(max(1, n_screws // 2)):
+            q3 = c3 + axis3 * (k - 0.5) * 0.9 + radial * (b.r_mid + 0.3)
+            end = q3 - radial * (2 * b.r_mid + 0.5) + axis3 * f.angulation
+            metal += _rod(win, proj(q3), proj(end), 0.16 * s, s)
+    else:  # a thin Kirschner wire crossing the bone obliquely
+        q3 = c3 + axis3 * half + radial * (b.r_mid + 0.8)
+        end = c3 - axis3 * half - radial * (b.r_mid + 0.3)
+        metal += _rod(win, proj(q3), proj(end), 0.07 * s + 0.4, s)
+    return metal
+
+
+def _across(proj: Projector, p3: np.ndarray, v3: np.ndarray, axis3: np.ndarray) -> float:
+    """Length in pixels of `v3` projected across the projected direction of `axis3`."""
+    a = proj(p3 + axis3) - proj(p3)
+    a /= np.linalg.norm(a) + 1e-9
+    v = proj(p3 + v3) - proj(p3)
+    return float(v[0] * -a[1] + v[1] * a[0])
+
+
+def _seg_dist(win: Window, q0: np.ndarray, q1: np.ndarray) -> np.ndarray:
+    d = q1 - q0
+    t = np.clip(((win.x - q0[0]) * d[0] + (win.y - q0[1]) * d[1]) / (d @ d + 1e-9), 0.0, 1.0)
+    return np.hypot(win.x - q0[0] - t * d[0], win.y - q0[1] - t * d[1])
+
+
+def _rod(win: Window, q0: np.ndarray, q1: np.ndarray, r_px: float, scale: float) -> np.ndarray:
+    """Metal attenuation of a cylindrical screw or wire (path length in cm times MU_METAL)."""
+    return capsule_thickness(win.x, win.y, q0, q1, r_px, r_px) / scale * MU_METAL
+
+
+def swelling_centre(f: Finding, anatomy: Anatomy) -> tuple[np.ndarray, float]:
+    """Anatomical centre and radius (cm) of the extra soft tissue of a swelling."""
+    joint, radius = anatomy.joints[int(f.extent) % len(anatomy.joints)]
+    direction = np.array([np.cos(f.theta), 0.0, np.sin(f.theta)])
+    return np.asarray(joint) + direction * radius * 0.75, f.size

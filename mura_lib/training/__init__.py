@@ -1,0 +1,1 @@
+"""Training: losses, learning-rate schedule and early stopping, the epoch loop, progress."""
