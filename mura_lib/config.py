@@ -7,6 +7,7 @@ a notebook folder (JupyterLab), the repository root (make, papermill) or anywher
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJ_ROOT = Path(__file__).resolve().parents[1]
@@ -28,3 +29,48 @@ SPLITS = ("train", "valid")
 # ImageNet statistics, used to normalise inputs for ImageNet-pretrained models.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The single-channel normalisation of our models: the mean of ImageNet's RGB statistics, since
+# the first convolution sums the pretrained RGB filters (see mura_lib.models.build).
+GRAY_MEAN = round(sum(IMAGENET_MEAN) / 3, 6)
+GRAY_STD = round(sum(IMAGENET_STD) / 3, 6)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one profile's run reads its data and writes its results and models."""
+
+    profile: str
+    data_root: Path  # the MURA-v1.1 folder (or its parent)
+    results: Path  # executed notebooks, HTML, metrics.json, manifest.json
+    figures: Path  # results/<profile>/figures
+    models: Path  # checkpoints and training history
+
+    def figure(self, name: str) -> Path:
+        """Path of a figure file, creating the figures folder on first use."""
+        self.figures.mkdir(parents=True, exist_ok=True)
+        return self.figures / name
+
+
+def run_paths(
+    profile: str, data_root: str = "", results_dir: str = "", models_dir: str = ""
+) -> RunPaths:
+    """Resolve a notebook's path parameters; empty strings mean the project defaults.
+
+    `make reproduce` passes staging folders for ``results_dir`` and ``models_dir`` so that a
+    failed run never half-overwrites the last good results; in JupyterLab the defaults apply.
+    """
+    results = _from_root(results_dir) if results_dir else RESULTS_DIR / profile
+    return RunPaths(
+        profile=profile,
+        data_root=_from_root(data_root) if data_root else SAMPLE_ROOT,
+        results=results,
+        figures=results / "figures",
+        models=_from_root(models_dir) if models_dir else MODELS_DIR / profile,
+    )
+
+
+def _from_root(path: str) -> Path:
+    """A user path; relative ones are taken from the project root, not the working directory."""
+    expanded = Path(path).expanduser()
+    return expanded if expanded.is_absolute() else PROJ_ROOT / expanded

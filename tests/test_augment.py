@@ -34,10 +34,19 @@ def images(batch: int = 4, seed: int = 0) -> torch.Tensor:
 
 def params(batch: int = 1, **values: float) -> AugmentParams:
     """Parameters meaning "no change", with some overridden."""
-    neutral = {"flip": 0.0, "angle": 0.0, "scale": 1.0, "shift_x": 0.0, "shift_y": 0.0,
-               "brightness": 1.0, "contrast": 1.0, **values}
-    full = {name: torch.full((batch,), float(v), dtype=torch.float64)
-            for name, v in neutral.items()}
+    neutral = {
+        "flip": 0.0,
+        "angle": 0.0,
+        "scale": 1.0,
+        "shift_x": 0.0,
+        "shift_y": 0.0,
+        "brightness": 1.0,
+        "contrast": 1.0,
+        **values,
+    }
+    full = {
+        name: torch.full((batch,), float(v), dtype=torch.float64) for name, v in neutral.items()
+    }
     full["flip"] = full["flip"].bool()
     return AugmentParams(**full)
 
@@ -140,8 +149,9 @@ def test_zero_contrast_gives_the_mean_gray() -> None:
     x = images(1)
     config = replace(AugmentConfig.identity(), contrast=1.0)
     out = apply_augmentation(x, params(contrast=0.0), config) * GRAY_STD + GRAY_MEAN
-    torch.testing.assert_close(out, torch.full_like(out, x.double().mean().item() / 255),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        out, torch.full_like(out, x.double().mean().item() / 255), rtol=0, atol=1e-5
+    )
 
 
 def test_float_input_is_not_modified() -> None:
@@ -154,8 +164,7 @@ def test_float_input_is_not_modified() -> None:
 
 def test_wrong_shape_is_refused() -> None:
     with pytest.raises(ValueError, match=r"\(B, 1, S, S\)"):
-        augment(torch.zeros(2, 3, S, S, dtype=torch.uint8), AugmentConfig(),
-                torch.Generator())
+        augment(torch.zeros(2, 3, S, S, dtype=torch.uint8), AugmentConfig(), torch.Generator())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

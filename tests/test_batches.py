@@ -38,8 +38,9 @@ def test_every_row_once_per_epoch(cached: np.ndarray) -> None:
 def test_batch_types_and_alignment(cached: np.ndarray) -> None:
     labels = np.arange(N) % 2
     weights = np.linspace(0.0, 1.0, N)  # float64 in, float32 out
-    loader = BatchLoader(cached, labels, batch_size=3, seed=1,
-                         extra={"weight": weights, "part": np.arange(N) * 10})
+    loader = BatchLoader(
+        cached, labels, batch_size=3, seed=1, extra={"weight": weights, "part": np.arange(N) * 10}
+    )
     for batch in loader.epoch(2):
         index = batch.index.numpy()
         assert batch.images.dtype == torch.uint8 and batch.images.shape[1:] == (1, S, S)
@@ -118,8 +119,9 @@ def test_misaligned_inputs_are_refused(cached: np.ndarray, kwargs: dict, message
 @pytest.mark.parametrize("fraction", [0.5, 0.0])  # 0: never resident, the pinned path
 def test_cuda_batches_match_cpu(cached: np.ndarray, fraction: float) -> None:
     cpu = BatchLoader(cached, np.arange(N), batch_size=3, seed=2)
-    gpu = BatchLoader(cached, np.arange(N), batch_size=3, seed=2, device="cuda",
-                      gpu_memory_fraction=fraction)
+    gpu = BatchLoader(
+        cached, np.arange(N), batch_size=3, seed=2, device="cuda", gpu_memory_fraction=fraction
+    )
     assert gpu.residency == ("device" if fraction else "pinned")
     for a, b in zip(cpu.epoch(0), list(gpu.epoch(0)), strict=True):
         assert b.images.is_cuda and b.labels.is_cuda and b.index.is_cuda

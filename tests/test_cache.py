@@ -33,9 +33,19 @@ def make_frame(folder: Path, n: int = 6) -> pd.DataFrame:
         rel = f"MURA-v1.1/train/XR_HAND/patient{i + 1:05d}/study1_negative/image1.png"
         path = folder / f"image{i}.png"
         Image.new("L", (40, 20 + 5 * i), 10 * (i + 1)).save(path)
-        rows.append({"path": str(path), "rel_path": rel, "split": "train", "body_part": "HAND",
-                     "patient_id": i + 1, "study": 1, "view": 1, "label": i % 2,
-                     "study_id": f"train/HAND/patient{i + 1:05d}/study1"})
+        rows.append(
+            {
+                "path": str(path),
+                "rel_path": rel,
+                "split": "train",
+                "body_part": "HAND",
+                "patient_id": i + 1,
+                "study": 1,
+                "view": 1,
+                "label": i % 2,
+                "study_id": f"train/HAND/patient{i + 1:05d}/study1",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -67,8 +77,9 @@ def test_build_stores_every_row_in_order(frame: pd.DataFrame, tmp_path: Path) ->
 
 def test_parallel_build_equals_sequential(frame: pd.DataFrame, tmp_path: Path) -> None:
     one = build_cache(frame, size=S, cache_dir=tmp_path / "a", n_jobs=1, progress=False)
-    two = build_cache(frame, size=S, cache_dir=tmp_path / "b", n_jobs=2, chunk_size=2,
-                      progress=False)
+    two = build_cache(
+        frame, size=S, cache_dir=tmp_path / "b", n_jobs=2, chunk_size=2, progress=False
+    )
     np.testing.assert_array_equal(one.images, two.images)
     assert one.fingerprint == two.fingerprint
 
@@ -127,8 +138,9 @@ def test_changed_input_or_parameter_rebuilds(frame, tmp_path: Path, change, kwar
     second = build_cache(change(frame), **{**params, **kwargs})
     assert second.report.rebuilt and second.fingerprint != first.fingerprint
     levels = [gray_level(image) for image in second.images]
-    expected = [gray_level(load_image(p, second.size, second.resize)[0])
-                for p in second.frame["path"]]
+    expected = [
+        gray_level(load_image(p, second.size, second.resize)[0]) for p in second.frame["path"]
+    ]
     assert levels == expected
 
 
@@ -255,8 +267,13 @@ def test_bad_file_raises_naming_it(frame, tmp_path: Path, content: bytes, phrase
 def test_skip_bad_drops_rows_and_keeps_labels_aligned(frame, tmp_path: Path, n_jobs: int) -> None:
     Path(frame["path"][1]).write_bytes(b"")
     Path(frame["path"][4]).write_bytes(b"GIF89a but not really")
-    params = {"size": S, "cache_dir": tmp_path / "c", "n_jobs": n_jobs, "chunk_size": 2,
-              "progress": False}
+    params = {
+        "size": S,
+        "cache_dir": tmp_path / "c",
+        "n_jobs": n_jobs,
+        "chunk_size": 2,
+        "progress": False,
+    }
     cache = build_cache(frame, skip_bad=True, **params)
     assert [bad.row for bad in cache.report.bad] == [1, 4]
     assert all(bad.path in bad.reason for bad in cache.report.bad)

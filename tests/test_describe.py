@@ -84,8 +84,8 @@ def test_describe_text(mura_tree: Path) -> None:
     text = describe_mura(mura_tree.parent)
     assert text.startswith(f"MURA tree: {mura_tree}\ntrain: read from its CSV files\n")
     assert "train: 35 studies (14 normal, 21 abnormal), 69 images, 9 patients" in text
-    assert re.search(r"\nELBOW\s+2\s+3\s+5\s+9\s+4\s+60\.0\s+1\.80\s+3\n", text)
-    assert re.search(r"\ntotal\s+14\s+21\s+35\s+69\s+9\s+60\.0\s+1\.97\s+3\n", text)
+    assert re.search(r"\nELBOW\s+2\s+3\s+5\s+9\s+4\s+60\.0%\s+1\.80\s+3\n", text)
+    assert re.search(r"\ntotal\s+14\s+21\s+35\s+69\s+9\s+60\.0%\s+1\.97\s+3\n", text)
     assert "Patients in both train and valid: none" in text
     assert "Skipped 1 entries that are not images of the data set:" in text
     assert f"{mura_tree / ELBOW_TRAIN / '._image1.png'}  (AppleDouble file" in text

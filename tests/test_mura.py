@@ -170,6 +170,11 @@ def test_missing_root(tmp_path: Path) -> None:
         read_mura(tmp_path / "nope")
 
 
+def test_root_is_a_split_folder(mura_tree: Path) -> None:
+    with raises(r"train: is the train split of a MURA tree; pass the MURA-v1\.1 folder above"):
+        read_mura(mura_tree / "train")
+
+
 def test_root_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("x")
     with raises(r"a\.csv: is a file, not a folder"):

@@ -58,8 +58,14 @@ class AugmentConfig:
     @classmethod
     def identity(cls) -> AugmentConfig:
         """No augmentation at all (normalisation only)."""
-        return cls(hflip=False, rotate_degrees=0.0, scale=(1.0, 1.0), translate=0.0,
-                   brightness=0.0, contrast=0.0)
+        return cls(
+            hflip=False,
+            rotate_degrees=0.0,
+            scale=(1.0, 1.0),
+            translate=0.0,
+            brightness=0.0,
+            contrast=0.0,
+        )
 
     @classmethod
     def original_project(cls) -> AugmentConfig:
@@ -69,13 +75,23 @@ class AugmentConfig:
         back: an isotropic zoom of 1 to 1/sqrt(0.85) = 1.085 with the crop anywhere inside the
         image, i.e. a shift of up to (1 - 1/1.085) / 2 = 4 % of the side.
         """
-        return cls(hflip=True, rotate_degrees=15.0, scale=(1.0, 1.085), translate=0.04,
-                   brightness=0.2, contrast=0.2)
+        return cls(
+            hflip=True,
+            rotate_degrees=15.0,
+            scale=(1.0, 1.085),
+            translate=0.04,
+            brightness=0.2,
+            contrast=0.2,
+        )
 
     @property
     def is_geometric(self) -> bool:
-        return (self.hflip or self.rotate_degrees != 0 or self.translate != 0
-                or self.scale != (1.0, 1.0))
+        return (
+            self.hflip
+            or self.rotate_degrees != 0
+            or self.translate != 0
+            or self.scale != (1.0, 1.0)
+        )
 
 
 @dataclass
@@ -122,10 +138,13 @@ def affine_matrices(params: AugmentParams) -> torch.Tensor:
     cos, sin = torch.cos(params.angle), torch.sin(params.angle)
     flip = 1.0 - 2.0 * params.flip.to(torch.float64)
     inv = 1.0 / params.scale
-    theta = torch.stack([
-        torch.stack([cos * flip * inv, -sin * inv, 2.0 * params.shift_x], dim=1),
-        torch.stack([sin * flip * inv, cos * inv, 2.0 * params.shift_y], dim=1),
-    ], dim=1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip * inv, -sin * inv, 2.0 * params.shift_x], dim=1),
+            torch.stack([sin * flip * inv, cos * inv, 2.0 * params.shift_y], dim=1),
+        ],
+        dim=1,
+    )
     return theta.to(torch.float32)
 
 
@@ -150,8 +169,7 @@ def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f"expected square images, got {tuple(images.shape)}")
     grid = sampling_grid(theta, images.shape[-1])
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def normalize(images: torch.Tensor, mean: float = GRAY_MEAN, std: float = GRAY_STD) -> torch.Tensor:

@@ -126,7 +126,10 @@ class BatchLoader:
 
     @classmethod
     def from_cache(
-        cls, cache: ImageCache, batch_size: int = 32, label_column: str | None = "label",
+        cls,
+        cache: ImageCache,
+        batch_size: int = 32,
+        label_column: str | None = "label",
         **kwargs,
     ) -> BatchLoader:
         """A loader over a built cache, with labels taken from ``cache.frame[label_column]``."""
@@ -195,8 +198,10 @@ class BatchLoader:
         labels = None
         if self._labels is not None:
             labels = self._labels.index_select(0, labels_index).to(self.device)
-        extra = {name: values.index_select(0, labels_index).to(self.device)
-                 for name, values in self._extra.items()}
+        extra = {
+            name: values.index_select(0, labels_index).to(self.device)
+            for name, values in self._extra.items()
+        }
         return Batch(images=images.unsqueeze(1), labels=labels, index=index, extra=extra)
 
     def _device_batches(self, chunks: list[np.ndarray]) -> Iterator[Batch]:
@@ -209,8 +214,10 @@ class BatchLoader:
         """Gather into two pinned buffers in turn; batch k+1 is staged before k is yielded."""
         side = self.images.shape[1:]
         cuda = self.device.type == "cuda"  # False only when a test forces this path on CPU
-        buffers = [torch.empty((self.batch_size, *side), dtype=torch.uint8, pin_memory=cuda)
-                   for _ in range(2)]
+        buffers = [
+            torch.empty((self.batch_size, *side), dtype=torch.uint8, pin_memory=cuda)
+            for _ in range(2)
+        ]
         copied: list[torch.cuda.Event | None] = [None, None]
 
         def stage(k: int) -> Batch:

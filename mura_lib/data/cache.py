@@ -91,8 +91,12 @@ class ImageCache:
 def cache_fingerprint(paths: list[str], size: int, resize: str) -> str:
     """Hash of the file list (path, size, mtime in row order) and the preprocessing parameters."""
     digest = hashlib.sha256()
-    params = {"version": CACHE_VERSION, "size": size, "resize": resize,
-              "max_pixels": image_io.MAX_PIXELS}
+    params = {
+        "version": CACHE_VERSION,
+        "size": size,
+        "resize": resize,
+        "max_pixels": image_io.MAX_PIXELS,
+    }
     digest.update(json.dumps(params, sort_keys=True).encode())
     for path in paths:
         try:
@@ -120,7 +124,7 @@ def _remove_stale_temps(cache_dir: Path, max_age_s: float = 7 * 24 * 3600) -> No
     for tmp in cache_dir.glob(f"{_TMP_PREFIX}*"):
         try:
             if tmp.name.startswith(mine):
-                stale = not _pid_alive(int(tmp.name[len(mine):].split("-")[0]))
+                stale = not _pid_alive(int(tmp.name[len(mine) :].split("-")[0]))
             else:
                 stale = time.time() - tmp.stat().st_mtime > max_age_s
             if stale:
@@ -204,12 +208,21 @@ def _load_trusted(
     except (OSError, ValueError, KeyError, TypeError):
         return None
     report = CacheReport(
-        n_requested=len(frame), n_kept=len(kept), bad=bad, warnings=list(manifest["warnings"]),
-        rebuilt=False, seconds=float(manifest.get("seconds", 0.0)),
+        n_requested=len(frame),
+        n_kept=len(kept),
+        bad=bad,
+        warnings=list(manifest["warnings"]),
+        rebuilt=False,
+        seconds=float(manifest.get("seconds", 0.0)),
     )
     return ImageCache(
-        images=images, frame=frame.iloc[kept].reset_index(drop=True), report=report,
-        fingerprint=fingerprint, path=npy, size=size, resize=resize,
+        images=images,
+        frame=frame.iloc[kept].reset_index(drop=True),
+        report=report,
+        fingerprint=fingerprint,
+        path=npy,
+        size=size,
+        resize=resize,
     )
 
 
@@ -292,11 +305,18 @@ def build_cache(
             joblib.delayed(_process_chunk)(str(full), paths[s : s + chunk], s, size, resize)
             for s in starts
         )
-        bar = tqdm(total=n, unit="img", desc=f"caching {n} images at {size}px",
-                   disable=not progress, mininterval=1.0)
-        with bar, warnings.catch_warnings(), joblib.Parallel(
-            n_jobs=jobs, return_as="generator_unordered"
-        ) as parallel:
+        bar = tqdm(
+            total=n,
+            unit="img",
+            desc=f"caching {n} images at {size}px",
+            disable=not progress,
+            mininterval=1.0,
+        )
+        with (
+            bar,
+            warnings.catch_warnings(),
+            joblib.Parallel(n_jobs=jobs, return_as="generator_unordered") as parallel,
+        ):
             # Stopping at the first bad file cancels the queued tasks; joblib warns about that.
             warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
             for start, chunk_bad, chunk_notes in parallel(tasks):
@@ -324,31 +344,38 @@ def build_cache(
         _fsync(full)
         os.replace(full, npy)
         seconds = time.perf_counter() - started
-        _write_json_atomic(manifest_path, {
-            "version": CACHE_VERSION,
-            "fingerprint": fingerprint,
-            "size": size,
-            "resize": resize,
-            "shape": [len(kept), size, size],
-            "dtype": "uint8",
-            "npy_bytes": npy.stat().st_size,
-            "n_requested": n,
-            "paths": [paths[row] for row in kept],
-            "rel_paths": (frame["rel_path"].astype(str).iloc[kept].tolist()
-                          if "rel_path" in frame.columns else None),
-            "bad": [vars(item) for item in bad],
-            "warnings": notes,
-            "seconds": seconds,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
+        _write_json_atomic(
+            manifest_path,
+            {
+                "version": CACHE_VERSION,
+                "fingerprint": fingerprint,
+                "size": size,
+                "resize": resize,
+                "shape": [len(kept), size, size],
+                "dtype": "uint8",
+                "npy_bytes": npy.stat().st_size,
+                "n_requested": n,
+                "paths": [paths[row] for row in kept],
+                "rel_paths": (
+                    frame["rel_path"].astype(str).iloc[kept].tolist()
+                    if "rel_path" in frame.columns
+                    else None
+                ),
+                "bad": [vars(item) for item in bad],
+                "warnings": notes,
+                "seconds": seconds,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
     finally:
         full.unlink(missing_ok=True)
         kept_file.unlink(missing_ok=True)
 
     loaded = _load_trusted(frame, fingerprint, npy, manifest_path, size, resize)
     if loaded is None:  # another process replaced it in between; rare, and not ours to fix
-        raise ImageReadError(f"{npy}: the cache just written cannot be read back; delete "
-                             f"{cache_dir} and run again.")
+        raise ImageReadError(
+            f"{npy}: the cache just written cannot be read back; delete {cache_dir} and run again."
+        )
     loaded.report.rebuilt = True
     loaded.report.seconds = seconds
     return loaded

@@ -146,21 +146,30 @@ def describe_index(index: MuraIndex) -> str:
     return "\n".join(lines)
 
 
+# (header, count_table column, format) of the text tables of describe_mura.
+_TEXT_COLUMNS = (
+    ("normal", "n_normal", "{:.0f}"),
+    ("abnormal", "n_abnormal", "{:.0f}"),
+    ("studies", "n_studies", "{:.0f}"),
+    ("images", "n_images", "{:.0f}"),
+    ("patients", "n_patients", "{:.0f}"),
+    ("abnormal rate", "abnormal_rate", "{:.1%}"),
+    ("views/study mean", "views_mean", "{:.2f}"),
+    ("max", "views_max", "{:.0f}"),
+)
+
+
 def _text_table(table: pd.DataFrame) -> list[str]:
-    """Right-aligned columns, two spaces apart (DataFrame.to_string misaligns text columns)."""
-    headers = ["part", "normal", "abnormal", "studies", "images", "patients", "abnormal %",
-               "views/study mean", "max"]  # fmt: skip
-    rows = [
-        [part, *(str(int(r[c])) for c in ("n_normal", "n_abnormal", "n_studies", "n_images",
-                                          "n_patients")),
-         f"{100 * r.abnormal_rate:.1f}", f"{r.views_mean:.2f}", str(int(r.views_max))]
-        for part, r in table.iterrows()
-    ]  # fmt: skip
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    return [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-        for row in [headers, *rows]
-    ]
+    """Right-aligned columns, two spaces apart, the part names left-aligned."""
+    rows = [["part", *(header for header, _, _ in _TEXT_COLUMNS)]]
+    for part, r in table.iterrows():
+        rows.append([str(part), *(fmt.format(r[col]) for _, col, fmt in _TEXT_COLUMNS)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for part, *cells in rows:
+        right = [c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)]
+        lines.append("  ".join([part.ljust(widths[0]), *right]))
+    return lines
 
 
 def _checks(frame: pd.DataFrame) -> list[str]:

@@ -268,8 +268,7 @@ def _check_csv_split(folder: Path, split: str, skipped: list[tuple[str, str]]) -
             on_disk = set(_study_pngs(study_path, skipped))
         except (FileNotFoundError, NotADirectoryError):
             on_disk = set()
-        missing += [f"{rel}/{name} (line {line})" for name, line in listed
-                    if name not in on_disk]  # fmt: skip
+        missing += [f"{rel}/{name} (line {n})" for name, n in listed if name not in on_disk]
         for name in sorted(on_disk.difference(name for name, _ in listed)):
             skipped.append((os.path.join(study_path, name), SKIP_UNLISTED))
     if missing:

@@ -177,6 +177,11 @@ def find_mura_root(root: str | os.PathLike[str]) -> Path:
         return folder
     if _looks_like_mura(folder / MURA_DIRNAME):
         return folder / MURA_DIRNAME
+    if folder.name in SPLITS and _looks_like_mura(folder.parent):
+        raise MuraFormatError(
+            f"{folder}: is the {folder.name} split of a MURA tree; pass the MURA-v1.1 folder "
+            f"above it ({folder.parent}), which holds both splits and the CSV files."
+        )
     raise MuraFormatError(
         f"{folder}: not a MURA tree. Expected a MURA-v1.1 folder holding train/ and/or valid/ "
         "(with XR_<PART>/patient<NNNNN>/study<N>_<positive|negative>/image<N>.png inside) and "

@@ -98,3 +98,23 @@ def _greedy_val_patients(train: pd.DataFrame, val_fraction: float, seed: int) ->
             for c, n in counts.items():
                 deficit[c] -= n
     return chosen
+
+
+def subset_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per subset (train / val / test) and body part: patients, studies, images, abnormal rate.
+
+    Args:
+        frame: the output of :func:`split_by_patient`.
+    """
+    studies = frame.drop_duplicates("study_id")
+    grouped = frame.groupby(["subset", "body_part"], sort=False)
+    table = pd.DataFrame(
+        {
+            "patients": grouped["patient_id"].nunique(),
+            "studies": grouped["study_id"].nunique(),
+            "images": grouped.size(),
+            "abnormal_rate": studies.groupby(["subset", "body_part"], sort=False)["label"].mean(),
+        }
+    )
+    order = [s for s in ("train", "val", "test") if s in table.index.get_level_values(0)]
+    return table.reindex(order, level=0).round({"abnormal_rate": 3})

@@ -7,7 +7,7 @@ Two adaptations are made to the torchvision model, whatever the architecture:
   the first convolution takes one channel and its pretrained weights are the sum of the RGB
   weights, as timm's ``adapt_input_conv`` does. For an image replicated into RGB, this gives the
   same response up to the per-channel normalisation, which we replace by one gray mean/std
-  (the mean of ImageNet's, see :data:`GRAY_MEAN`).
+  (the mean of ImageNet's, see :data:`mura_lib.config.GRAY_MEAN`).
 * **One output.** The last linear layer is replaced by a fresh ``Linear(in_features, 1)``: the
   logit of "abnormal" (a sigmoid, as in the MURA paper, rather than the original project's two
   softmax outputs).
@@ -16,16 +16,16 @@ Two adaptations are made to the torchvision model, whatever the architecture:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
 from torch import nn
 
-from mura_lib.config import IMAGENET_MEAN, IMAGENET_STD
-from mura_lib.errors import ConfigError
+if TYPE_CHECKING:
+    import pandas as pd
 
-GRAY_MEAN = sum(IMAGENET_MEAN) / 3
-GRAY_STD = sum(IMAGENET_STD) / 3
+from mura_lib.errors import ConfigError
 
 # Layers trained when fine-tuning from ImageNet, per architecture (prefixes of parameter names).
 # resnet18: the original project's recipe (stem and layer1 frozen). densenet169: the paper
@@ -180,3 +180,17 @@ def _set_submodule(model: nn.Module, dotted: str, new: nn.Module) -> None:
     parent_name, _, child = dotted.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def trainable_summary(model: nn.Module) -> pd.DataFrame:
+    """Parameters per top-level module, and how many of them train."""
+    import pandas as pd
+
+    rows: dict[str, dict[str, int]] = {}
+    for name, param in model.named_parameters():
+        row = rows.setdefault(name.split(".")[0], {"parameters": 0, "trainable": 0})
+        row["parameters"] += param.numel()
+        row["trainable"] += param.numel() if param.requires_grad else 0
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "module"
+    return table

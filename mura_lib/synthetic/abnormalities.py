@@ -55,20 +55,23 @@ def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
     weights = np.array([b.r_mid for b in targets]) ** 2
     bone = targets[int(rng.choice(len(targets), p=weights / weights.sum()))]
     theta = float(rng.uniform(0, 2 * np.pi))
-    t = float(rng.uniform(0.2, 0.8))
+    t = float(rng.uniform(*bone.span))
     if kind == "fracture":
-        displaced = rng.uniform() < 0.75
+        # Obvious fractures are complete, wide and displaced or angulated; subtle ones are
+        # hairlines that cross part of the bone.
+        displaced = e > 0.3 or rng.uniform() < 0.3
         return Finding(kind, subtlety, bone.name, t, theta,
-                       size=bone.r_mid * (0.1 + 0.35 * e),
-                       contrast=0.35 + 0.6 * e,
-                       shift=bone.r_mid * 1.3 * e**2 * rng.uniform(0.4, 1.0) * displaced,
-                       angulation=0.4 * e**2 * rng.uniform(-1, 1) * displaced,
+                       size=bone.r_mid * (0.1 + 0.5 * e),
+                       contrast=min(1.0, 0.4 + 0.6 * e),
+                       shift=bone.r_mid * (0.3 + 1.3 * e) * e * rng.uniform(0.6, 1.0) * displaced,
+                       angulation=0.5 * e * rng.uniform(-1, 1) * displaced,
                        obliquity=float(rng.uniform(-0.7, 0.7)),
-                       extent=min(1.0, 0.35 + 0.8 * e))
+                       extent=min(1.0, 0.4 + 0.9 * e))
     if kind == "lesion":
+        # Aggressive lesions are large, expand past the cortex and punch the bone out.
         return Finding(kind, subtlety, bone.name, t, theta,
-                       size=bone.r_mid * (0.35 + 0.5 * e), contrast=0.3 + 0.6 * e,
-                       shift=0.0, angulation=0.0, obliquity=float(rng.uniform(1.0, 1.8)),
+                       size=bone.r_mid * (0.45 + 0.75 * e), contrast=0.3 + 0.65 * e,
+                       shift=0.0, angulation=0.0, obliquity=float(rng.uniform(1.2, 2.2)),
                        extent=float(rng.uniform() < 0.4))  # 1 = sclerotic rim
     if kind == "hardware":
         style = 0 if e > 0.55 else (1 if e > 0.4 else 2)  # plate, screws, wire

@@ -31,6 +31,7 @@ class Bone:
     target: bool = True  # may carry an abnormality (lies wholly in the field)
     core: bool = True  # counts when the view is framed (False: context cut by the edge)
     group: str = ""  # bones of one group merge (max, not sum): the pieces of one curved bone
+    span: tuple[float, float] = (0.2, 0.8)  # where along it a finding may sit (in the field)
 
 
 @dataclass(frozen=True)

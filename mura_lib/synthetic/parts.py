@@ -102,13 +102,20 @@ def _hand_skeleton(body: Body, pose: Pose, rng: np.random.Generator) -> Anatomy:
 
 
 def _forearm_bones(body: Body, top: float, bottom: float, rng: np.random.Generator) -> list[Bone]:
-    """Radius (wide distally, at -x) and ulna from y=`top` (elbow) to y=`bottom` (wrist)."""
+    """Radius (thumb side, -x, wide distally) and ulna (+x, wide proximally), elbow at y=`top`.
+
+    The distal radius ends in a broad, flat articular surface: a shaft plus a transverse bar.
+    """
     s = body.size
     ph = (0.97,) if body.child else ()
+    r_mid = _jit(rng, 0.62 * s)
     return [
-        Bone("radius", (1.0 * s, top + 0.6 * s, 0.3 * s), (-0.9 * s, bottom, 0.3 * s),
-             _jit(rng, 0.62 * s), (0.8 * s, 1.35 * s), 0.4, physes=ph),
-        Bone("ulna", (-0.7 * s, top - 0.5 * s, -0.3 * s), (1.3 * s, bottom + 0.4 * s, -0.3 * s),
+        Bone("radius", (-1.0 * s, top + 0.6 * s, 0.3 * s), (-0.8 * s, bottom, 0.3 * s), r_mid,
+             (0.8 * s, 1.05 * s), 0.4, physes=ph, group="radius"),
+        Bone("radius_end", (-2.0 * s, bottom + 0.1 * s, 0.3 * s),
+             (0.2 * s, bottom - 0.2 * s, 0.3 * s), 0.55 * s, (0.5 * s, 0.55 * s), 0.15,
+             target=False, group="radius"),
+        Bone("ulna", (0.9 * s, top - 0.5 * s, -0.3 * s), (1.3 * s, bottom + 0.4 * s, -0.3 * s),
              _jit(rng, 0.55 * s), (1.15 * s, 0.62 * s), 0.4, physes=ph),
     ]
 
@@ -161,9 +168,9 @@ def wrist(body: Body, pose: Pose) -> Anatomy:
     for i, b in enumerate(a.bones):  # only the carpus and metacarpal bases are in the field
         a.bones[i] = replace(b, core=False, target=False)
     a.joints = [(tuple(np.array([0.0, 3.2 * s, 0.0])), 2.6 * s)]
-    a.bones += _forearm_bones(body, 18.0 * s, 3.4 * s, rng)
     # The field: carpus, metacarpal bases and the distal radius; the shafts run off the edge.
-    a.bones = [replace(b, core=False) if b.name in ("radius", "ulna") else b for b in a.bones]
+    a.bones += [replace(b, core=False, span=(0.68, 0.95))
+                for b in _forearm_bones(body, 18.0 * s, 3.4 * s, rng)]
     a.field_points += [(-2.4 * s, 7.5 * s, 0.0), (2.4 * s, 7.5 * s, 0.0), (0.0, -1.6 * s, 0.0)]
     a.limbs.append(Limb((0.2, 14.0 * s, 0.0), (0.2, 1.5 * s, 0.0), 2.7 * s, 3.1 * s))
     return a
@@ -194,21 +201,26 @@ def elbow(body: Body, pose: Pose) -> Anatomy:
     # and ends in a bar of condyles (a ring when seen from the side).
     a.bones += [
         Bone("humerus", (0.0, -13.0 * s, 0.0), (0.0, -3.2 * s, 0.0), _jit(rng, 1.0 * s),
-             (1.0 * s, 1.35 * s), 0.4, physes=ph, group="humerus"),
-        Bone("medial_column", (-0.3 * s, -3.6 * s, 0.0), (-2.3 * s, -1.6 * s, 0.0), 0.55 * s,
+             (1.0 * s, 1.35 * s), 0.4, physes=ph, core=False, span=(0.78, 0.97), group="humerus"),
+        Bone("medial_column", (0.3 * s, -3.6 * s, 0.0), (2.3 * s, -1.6 * s, 0.0), 0.55 * s,
              (0.7 * s, 0.5 * s), 0.3, target=False, group="humerus"),
-        Bone("lateral_column", (0.3 * s, -3.6 * s, 0.0), (1.9 * s, -1.6 * s, 0.0), 0.5 * s,
+        Bone("lateral_column", (-0.3 * s, -3.6 * s, 0.0), (-1.9 * s, -1.6 * s, 0.0), 0.5 * s,
              (0.7 * s, 0.45 * s), 0.3, target=False, group="humerus"),
-        Bone("condyles", (-2.4 * s, -1.3 * s, 0.0), (2.0 * s, -1.2 * s, 0.0), 0.8 * s,
+        Bone("condyles", (2.4 * s, -1.3 * s, 0.0), (-2.0 * s, -1.2 * s, 0.0), 0.8 * s,
              (0.5 * s, 0.55 * s), 0.15, target=False, group="humerus"),
     ]
-    a.blobs += [Blob("capitellum", (1.1 * s, -0.6 * s, 0.2 * s), 0.7 * s, 0.65 * s, 0.8 * s),
-                Blob("trochlea", (-0.6 * s, -0.6 * s, 0.0), 0.9 * s, 0.7 * s, 0.9 * s)]
+    a.blobs += [Blob("capitellum", (-1.1 * s, -0.6 * s, 0.2 * s), 0.7 * s, 0.65 * s, 0.8 * s),
+                Blob("trochlea", (0.6 * s, -0.6 * s, 0.0), 0.9 * s, 0.7 * s, 0.9 * s)]
     axis = np.array([1.0, 0.0, 0.0])
     for b in _forearm_bones(body, 0.3 * s, 13.0 * s, rng):
-        # The forearm swings about the elbow joint by the flexion angle.
+        # The forearm swings about the elbow joint by the flexion angle; only its top is in
+        # the field.
         p0, p1 = (rotate(np.array(p), axis, pose.flex) for p in (b.p0, b.p1))
-        a.bones.append(replace(b, p0=tuple(p0), p1=tuple(p1), physes=()))
+        a.bones.append(replace(b, p0=tuple(p0), p1=tuple(p1), physes=(), core=False,
+                               span=(0.08, 0.35)))
+    forearm_side = rotate(np.array([0.0, 5.5 * s, 0.0]), axis, pose.flex)
+    a.field_points += [(-2.6 * s, -5.5 * s, 0.0), (2.6 * s, -5.5 * s, 0.0),
+                       tuple(forearm_side + [2.6 * s, 0, 0]), tuple(forearm_side - [2.6 * s, 0, 0])]
     olecranon = rotate(np.array([-0.5 * s, -0.3 * s, -1.1 * s]), axis, pose.flex * 0.5)
     a.blobs.append(Blob("olecranon", tuple(olecranon), 0.7 * s, 0.9 * s, 0.8 * s))
     far = rotate(np.array([0.0, 14.0 * s, 0.0]), axis, pose.flex)
@@ -246,7 +258,8 @@ def shoulder(body: Body, pose: Pose) -> Anatomy:
     a = Anatomy()
     ph = (0.03,) if body.child else ()
     a.bones.append(Bone("humerus", (0.9 * s, 1.2 * s, 0.0), (1.3 * s, 16.0 * s, 0.0),
-                        _jit(rng, 1.15 * s), (1.8 * s, 1.15 * s), 0.38, physes=ph, core=False))
+                        _jit(rng, 1.15 * s), (1.8 * s, 1.15 * s), 0.38, physes=ph, core=False,
+                        span=(0.04, 0.3)))
     rot = pose.spread * 4  # internal/external rotation moves the greater tuberosity
     a.blobs += [
         Blob("head", (0.0, 0.0, 0.0), 2.5 * s, 2.5 * s, 2.5 * s, 0.0, 0.12),

@@ -160,8 +160,9 @@ def develop(layers: Layers, rng: np.random.Generator, side: str) -> np.ndarray:
     gamma = rng.uniform(0.85, 1.2)
     lo, hi = rng.uniform(0, 18), rng.uniform(225, 255)
     film = lo + (hi - lo) * signal**gamma
-    # Noise lives where there is matter; open field is flat black (and compresses well).
-    grain = rng.uniform(0.8, 2.0) * rng.standard_normal((h, w))
+    # Noise lives where there is matter; open field is flat black. Grain is kept faint: it is
+    # what PNG compresses worst, and the committed sample has a size budget.
+    grain = rng.uniform(0.2, 0.6) * rng.standard_normal((h, w))
     mottle = rng.uniform(1.0, 3.0) * smooth_noise(rng, (h, w), cell=max(h, w) / 24)
     film += (grain + mottle) * np.minimum(signal * 4.0, 1.0)
     if rng.uniform() < 0.3:
@@ -194,4 +195,5 @@ def _marker(film: np.ndarray, rng: np.random.Generator, side: str) -> None:
     y = dy if rng.uniform() < 0.5 else h - mh - dy
     x = dx if rng.uniform() < 0.5 else w - mw - dx
     y, x = int(np.clip(y, 0, h - mh)), int(np.clip(x, 0, w - mw))
-    film[y : y + mh, x : x + mw] = np.where(mark, rng.uniform(230, 252), film[y : y + mh, x : x + mw])
+    patch = film[y : y + mh, x : x + mw]
+    patch[mark] = rng.uniform(230, 252)

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from mura_lib.config import GRAY_MEAN, GRAY_STD
 from mura_lib.data import read_mura, split_by_patient
 from mura_lib.data.augment import AugmentConfig, Augmenter
 from mura_lib.data.batches import BatchLoader
@@ -35,8 +38,6 @@ from mura_lib.evaluation.predictions import write_predictions
 from mura_lib.evaluation.studies import study_scores
 from mura_lib.evaluation.thresholds import choose_threshold
 from mura_lib.models.build import (
-    GRAY_MEAN,
-    GRAY_STD,
     build_model,
     count_parameters,
     resolve_trainable,
@@ -104,12 +105,10 @@ class TrainConfig:
         )
 
     @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+    def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
+        """The config from a mapping that may hold other names too (a notebook's globals,
+        a profile's parameters): every field present is taken, the others keep defaults."""
+        return cls(**{f.name: params[f.name] for f in dataclasses.fields(cls) if f.name in params})
 
 
 def resolve_device(name: str) -> torch.device:

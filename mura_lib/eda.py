@@ -1,0 +1,349 @@
+"""Numbers that describe a MURA tree as it is: sizes, modes, views, patients, intensities.
+
+The EDA notebook (`notebooks/01_eda.ipynb`) calls these functions on the image index frame of
+:func:`mura_lib.data.read_mura`; the figures that show their results are in
+:mod:`mura_lib.eda_plots`. Counts per split, part and label are
+:func:`mura_lib.data.describe.count_table`, not repeated here.
+
+Cost matters on the real data (40,005 images): :func:`image_sizes` reads PNG headers only (no
+pixel is decoded), and :func:`intensity_histograms` decodes a capped random sample.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import joblib
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from mura_lib.config import BODY_PARTS
+from mura_lib.data.images import read_gray
+from mura_lib.errors import ImageReadError
+
+# Paths per worker task of image_sizes: big enough that process start-up and pickling are
+# small next to the header reads, small enough to spread 40k images over a few cores.
+_HEADER_CHUNK = 2000
+
+
+def parts_in(frame: pd.DataFrame) -> list[str]:
+    """The body parts present in `frame`, in the paper's order (unknown names last, sorted)."""
+    present = set(frame["body_part"])
+    return [p for p in BODY_PARTS if p in present] + sorted(present - set(BODY_PARTS))
+
+
+def study_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per study: study_id, split, body_part, patient_id, label and n_views."""
+    return (
+        frame.groupby("study_id", sort=False)
+        .agg(
+            split=("split", "first"),
+            body_part=("body_part", "first"),
+            patient_id=("patient_id", "first"),
+            label=("label", "first"),
+            n_views=("view", "size"),
+        )
+        .reset_index()
+    )
+
+
+# -- image headers ---------------------------------------------------------------------------
+
+
+def _read_headers(paths: list[str]) -> list[tuple[int, int, str, int, str]]:
+    """(width, height, mode, file bytes, error) per path, from the file header only.
+
+    `Image.open` parses the PNG chunks up to the image data and stops: the size and mode are
+    known without decoding a pixel, which is what makes this fast on 40k files.
+    """
+    out = []
+    for path in paths:
+        try:
+            n_bytes = os.stat(path).st_size
+            with Image.open(path) as image:
+                width, height = image.size
+                out.append((width, height, image.mode, n_bytes, ""))
+        except (OSError, SyntaxError, ValueError) as err:
+            # Unreadable headers are a finding of the EDA, not a reason to stop it.
+            out.append((0, 0, "", 0, f"{type(err).__name__}: {err}"))
+    return out
+
+
+def image_sizes(frame: pd.DataFrame, n_jobs: int = 1) -> pd.DataFrame:
+    """Width, height, mode and file size of every image, read from the PNG headers.
+
+    Args:
+        frame: an image index frame (needs path, split, body_part, label).
+        n_jobs: worker processes (joblib; -1 = all cores). 1 reads in this process, which is
+            fastest for a few thousand files; on the full data set 2-4 workers help.
+
+    Returns:
+        A DataFrame with the index of `frame` and columns split, body_part, label, width,
+        height, mode (Pillow's: "L" 8-bit gray, "RGB", "I;16" 16-bit gray ...), aspect
+        (width / height: below 1 is portrait), file_bytes and error ("" when the header was
+        read; else the reason, and width = height = 0, aspect NaN).
+    """
+    paths = frame["path"].astype(str).tolist()
+    chunks = [paths[i : i + _HEADER_CHUNK] for i in range(0, len(paths), _HEADER_CHUNK)]
+    if n_jobs == 1 or len(chunks) <= 1:
+        parts = [_read_headers(chunk) for chunk in chunks]
+    else:
+        parts = joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(_read_headers)(c) for c in chunks)
+    rows = [row for part in parts for row in part]
+    columns = ["width", "height", "mode", "file_bytes", "error"]
+    sizes = pd.DataFrame(rows, columns=columns, index=frame.index)
+    sizes = sizes.astype({"width": "int64", "height": "int64", "file_bytes": "int64"})
+    ok = sizes["height"] > 0
+    sizes["aspect"] = np.where(ok, sizes["width"] / sizes["height"].where(ok, 1), np.nan)
+    meta = frame[["split", "body_part", "label"]]
+    return pd.concat([meta, sizes], axis=1)[
+        ["split", "body_part", "label", "width", "height", "mode", "aspect", "file_bytes", "error"]
+    ]
+
+
+def size_summary(sizes: pd.DataFrame) -> pd.DataFrame:
+    """Per body part (and "all"): image count, width / height / long-side ranges, aspect range,
+    share of portrait images and of images whose long side is 512 pixels (MURA's usual size).
+
+    Images whose header could not be read are left out and counted in `n_unreadable`.
+    """
+    groups = [(p, sizes[sizes["body_part"] == p]) for p in parts_in(sizes)]
+    rows = {}
+    for name, rows_ in [*groups, ("all", sizes)]:
+        ok = rows_[rows_["error"] == ""]
+        long_side = np.maximum(ok["width"], ok["height"])
+        rows[name] = {
+            "n_images": len(rows_),
+            "n_unreadable": int((rows_["error"] != "").sum()),
+            "width_min": ok["width"].min(),
+            "width_median": ok["width"].median(),
+            "width_max": ok["width"].max(),
+            "height_min": ok["height"].min(),
+            "height_median": ok["height"].median(),
+            "height_max": ok["height"].max(),
+            "aspect_min": ok["aspect"].min(),
+            "aspect_median": ok["aspect"].median(),
+            "aspect_max": ok["aspect"].max(),
+            "portrait_share": (ok["aspect"] < 1).mean(),
+            "long_512_share": (long_side == 512).mean(),
+        }
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "body_part"
+    return out
+
+
+def mode_counts(sizes: pd.DataFrame) -> pd.DataFrame:
+    """Images per body part (rows, then "all") and Pillow mode (columns, "?" = unreadable)."""
+    modes = sizes["mode"].replace("", "?")
+    table = pd.crosstab(sizes["body_part"], modes)
+    table = table.reindex(parts_in(sizes))
+    table.loc["all"] = table.sum()
+    table.columns.name = "mode"
+    return table
+
+
+# -- studies and patients --------------------------------------------------------------------
+
+
+def views_per_study(frame: pd.DataFrame) -> pd.DataFrame:
+    """Studies per body part (rows, then "all") and number of views (columns 1..max)."""
+    studies = study_table(frame)
+    table = pd.crosstab(studies["body_part"], studies["n_views"])
+    table = table.reindex(index=parts_in(frame), columns=range(1, table.columns.max() + 1))
+    table = table.fillna(0).astype("int64")
+    table.loc["all"] = table.sum()
+    table.columns.name = "views"
+    return table
+
+
+def patient_parts(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (split, patient): parts seen ("ELBOW+WRIST"), n_parts, n_studies, n_images."""
+    order = {p: i for i, p in enumerate(parts_in(frame))}
+    grouped = frame.groupby(["split", "patient_id"], sort=True)
+    out = grouped.agg(
+        n_studies=("study_id", "nunique"),
+        n_images=("path", "size"),
+        n_parts=("body_part", "nunique"),
+    )
+    out.insert(
+        0,
+        "parts",
+        grouped["body_part"].agg(lambda s: "+".join(sorted(set(s), key=order.__getitem__))),
+    )
+    return out.reset_index()
+
+
+def patients_across_parts(frame: pd.DataFrame) -> pd.DataFrame:
+    """How many patients are seen under one, two, three ... body parts, per split.
+
+    Returns:
+        A DataFrame indexed by split with one integer column per number of parts (1, 2, ...),
+        then n_patients, multi_part (patients under 2+ parts), multi_part_share and
+        multi_part_images (the images of those patients: what a split by part would leak).
+    """
+    patients = patient_parts(frame)
+    table = pd.crosstab(patients["split"], patients["n_parts"])
+    table = table.reindex(columns=range(1, int(table.columns.max()) + 1), fill_value=0)
+    multi = patients[patients["n_parts"] > 1]
+    table["n_patients"] = patients.groupby("split").size()
+    table["multi_part"] = multi.groupby("split").size().reindex(table.index, fill_value=0)
+    table["multi_part_share"] = table["multi_part"] / table["n_patients"]
+    images = multi.groupby("split")["n_images"].sum()
+    table["multi_part_images"] = images.reindex(table.index, fill_value=0)
+    table.columns.name = None
+    return table
+
+
+def part_cooccurrence(frame: pd.DataFrame) -> pd.DataFrame:
+    """Patients seen under both parts A and B (symmetric, parts in the paper's order).
+
+    The diagonal holds the patients of each part, so a row read across says where that part's
+    patients also appear.
+    """
+    parts = parts_in(frame)
+    membership = pd.crosstab(frame["patient_id"].astype(str) + frame["split"], frame["body_part"])
+    membership = (membership.reindex(columns=parts, fill_value=0) > 0).astype("int64")
+    matrix = membership.T @ membership
+    matrix.index.name = matrix.columns.name = "body_part"
+    return matrix
+
+
+# -- pixels ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntensitySample:
+    """Gray-level histograms of a random sample of decoded images.
+
+    Attributes:
+        histograms: index 0..255 (gray level), one column per group (body part, or "all"):
+            the share of the group's pixels at that level. Every pixel counts, the black
+            background and letterbox bars of the films included.
+        images: one row per sampled image: path, split, body_part, label, height, width, mean,
+            std, black_share (pixels == 0), white_share (pixels == 255), warning (truncated
+            file) and error (unreadable file, whose statistics are NaN).
+        note: a sentence saying what was sampled and what was left out, for the notebook.
+    """
+
+    histograms: pd.DataFrame
+    images: pd.DataFrame
+    note: str
+
+
+_STAT_COLUMNS = ["height", "width", "mean", "std", "black_share", "white_share", "warning", "error"]
+
+
+def _gray_stats(path: str) -> tuple[np.ndarray, dict]:
+    """Histogram (256 counts) and summary of one decoded image; unreadable ones count zero."""
+    try:
+        gray, warning = read_gray(path)
+    except ImageReadError as err:
+        empty = dict.fromkeys(_STAT_COLUMNS[:-2], np.nan)
+        return np.zeros(256, dtype=np.int64), {**empty, "warning": "", "error": str(err)}
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.int64)
+    n = max(gray.size, 1)
+    return hist, {
+        "height": gray.shape[0],
+        "width": gray.shape[1],
+        "mean": float(gray.mean()),
+        "std": float(gray.std()),
+        "black_share": hist[0] / n,
+        "white_share": hist[255] / n,
+        "warning": warning or "",
+        "error": "",
+    }
+
+
+def sample_images(
+    frame: pd.DataFrame, max_images: int, per_part: bool = True, seed: int = 0
+) -> pd.DataFrame:
+    """A random sample of rows: `max_images` in all, shared equally among the parts present
+    when `per_part` (a part with fewer images gives all of them), else drawn from all rows."""
+    rng = np.random.default_rng(seed)
+    if not per_part:
+        n = min(max_images, len(frame))
+        return frame.iloc[np.sort(rng.choice(len(frame), size=n, replace=False))]
+    parts = parts_in(frame)
+    quota = max(1, max_images // max(len(parts), 1))
+    picked = []
+    for part in parts:
+        idx = np.flatnonzero((frame["body_part"] == part).to_numpy())
+        picked.append(np.sort(rng.choice(idx, size=min(quota, len(idx)), replace=False)))
+    return frame.iloc[np.sort(np.concatenate(picked))] if picked else frame.iloc[:0]
+
+
+def intensity_histograms(
+    frame: pd.DataFrame,
+    per_part: bool = True,
+    max_images: int = 400,
+    seed: int = 0,
+    n_jobs: int = 1,
+) -> IntensitySample:
+    """Decode a capped random sample as 8-bit gray and histogram its pixels.
+
+    Images are read as the model's pipeline reads them (:func:`mura_lib.data.images.read_gray`:
+    RGB through Pillow's luminance, 16-bit scaled to its maximum), not resized, and nothing is
+    masked: background and borders count. Unreadable files add no pixel and are listed with
+    their error in `images`. Each group's histogram weighs images by their pixel count.
+
+    Args:
+        frame: an image index frame.
+        per_part: one histogram per body part (`max_images` shared among the parts); False
+            gives a single "all" histogram.
+        max_images: how many images to decode in all.
+        seed: the seed of the sample.
+        n_jobs: worker processes for decoding (joblib; 1 = this process).
+    """
+    sample = sample_images(frame, max_images, per_part=per_part, seed=seed)
+    paths = sample["path"].astype(str).tolist()
+    if n_jobs == 1:
+        results = [_gray_stats(p) for p in paths]
+    else:
+        results = joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(_gray_stats)(p) for p in paths)
+    stats = pd.DataFrame([r[1] for r in results], index=sample.index, columns=_STAT_COLUMNS)
+    images = pd.concat([sample[["path", "split", "body_part", "label"]], stats], axis=1)
+    groups = sample["body_part"].to_numpy() if per_part else np.full(len(sample), "all")
+    names = parts_in(sample) if per_part else ["all"]
+    histograms = {}
+    for name in names:
+        counts = sum((r[0] for r, g in zip(results, groups, strict=True) if g == name), start=0)
+        total = np.sum(counts)
+        histograms[name] = counts / total if total else np.zeros(256)
+    hist_frame = pd.DataFrame(histograms, index=pd.RangeIndex(256, name="gray_level"))
+    n_bad = int((images["error"] != "").sum()) if len(images) else 0
+    n_trunc = int((images["warning"] != "").sum()) if len(images) else 0
+    how = f"up to {max(1, max_images // max(len(names), 1))} per part" if per_part else "in all"
+    note = (
+        f"{len(sample)} of {len(frame)} images decoded ({how}, seed {seed}); every pixel "
+        "counts, black background and borders included; "
+        f"{n_bad} unreadable (left out), {n_trunc} truncated (read as far as they go)."
+    )
+    return IntensitySample(histograms=hist_frame, images=images, note=note)
+
+
+def example_studies(frame: pd.DataFrame, per_part_label: int = 1, seed: int = 0) -> pd.DataFrame:
+    """Random studies to look at: `per_part_label` per body part and label, train first.
+
+    Studies come from the official train split when it has enough of a (part, label) cell, so
+    the examples are from the data a model learns from; otherwise valid fills in.
+
+    Returns:
+        Rows of :func:`study_table` (study_id, split, body_part, patient_id, label, n_views),
+        sorted by part (paper's order), then label (normal first).
+    """
+    studies = study_table(frame)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for part in parts_in(frame):
+        for label in (0, 1):
+            cell = studies[(studies["body_part"] == part) & (studies["label"] == label)]
+            if cell.empty:
+                continue
+            # Train before valid, random within each split.
+            keys = (cell["split"] != "train").to_numpy() * 2.0 + rng.random(len(cell))
+            picked.append(cell.iloc[np.argsort(keys)[:per_part_label]])
+    if not picked:
+        return studies.iloc[:0]
+    return pd.concat(picked, ignore_index=True)

@@ -1,0 +1,246 @@
+"""`make reproduce`: run the notebooks in order with papermill and publish their results.
+
+For a profile (``params/<profile>.yaml``) the three notebooks are executed headlessly into a
+staging folder (``results/.staging-<profile>``, models in ``models/.staging-<profile>``),
+rendered to HTML, and described by a run manifest. Only when every notebook succeeded are the
+staging folders swapped in as ``results/<profile>`` and ``models/<profile>``: a failing or
+interrupted run never half-overwrites the results of the last good one. The executed copy of
+a failed run is kept in ``results/.failed-<profile>`` for inspection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from mura_lib.config import MODELS_DIR, NOTEBOOKS_DIR, PARAMS_DIR, PROJ_ROOT, RESULTS_DIR, run_paths
+from mura_lib.errors import ConfigError, MuraError
+
+NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_error_analysis.ipynb")
+KERNEL = "mura"  # registered in the venv by `make setup`
+PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "Pillow", "papermill")
+
+
+class NotebookFailed(MuraError):
+    """A notebook raised; the previous results were left in place."""
+
+
+def load_profile(profile: str, data: str | None = None, params_dir: Path = PARAMS_DIR) -> dict:
+    """The parameters of ``params/<profile>.yaml``, with ``data`` overriding ``data_root``."""
+    path = params_dir / f"{profile}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in params_dir.glob("*.yaml"))
+        raise ConfigError(f"no profile {profile!r}: {path} does not exist; profiles: {known}")
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path} must be a mapping of parameter names to values")
+    params["profile"] = profile
+    if data:
+        params["data_root"] = str(Path(data).expanduser().resolve())
+    if params.get("data_root", "") is None:
+        raise ConfigError(
+            f"profile {profile!r} needs the data set: make reproduce PROFILE={profile} "
+            "DATA=/path/to/MURA-v1.1 (see README: getting MURA)"
+        )
+    return params
+
+
+def data_fingerprint(data_root: str | Path) -> dict:
+    """A digest of the data set's index: relative paths, labels and file sizes."""
+    from mura_lib.data import read_mura
+
+    frame = read_mura(data_root)
+    digest = hashlib.sha256()
+    for rel, label, path in zip(frame["rel_path"], frame["label"], frame["path"], strict=True):
+        digest.update(f"{rel},{label},{os.path.getsize(path)}\n".encode())
+    return {
+        "n_images": len(frame),
+        "n_studies": int(frame["study_id"].nunique()),
+        "sha256": digest.hexdigest(),
+    }
+
+
+def run_pipeline(
+    profile: str = "sample",
+    data: str | None = None,
+    *,
+    overrides: dict | None = None,
+    results_root: Path = RESULTS_DIR,
+    models_root: Path = MODELS_DIR,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    params_dir: Path = PARAMS_DIR,
+    kernel: str = KERNEL,
+    log_output: bool = True,
+) -> Path:
+    """Execute the notebooks for ``profile`` and publish results/<profile>; return its path."""
+    import papermill
+
+    params = {**load_profile(profile, data, params_dir), **(overrides or {})}
+    final_results, final_models = results_root / profile, models_root / profile
+    staging_results = results_root / f".staging-{profile}"
+    staging_models = models_root / f".staging-{profile}"
+    for stale in (staging_results, staging_models):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
+    staging_results.mkdir(parents=True)
+    params.update(results_dir=_relative(staging_results), models_dir=_relative(staging_models))
+    paths = run_paths(profile, params.get("data_root", ""))
+    data_info = data_fingerprint(paths.data_root)
+
+    os.environ["MURA_PROGRESS"] = "log"  # one line per epoch in papermill's log, no bars
+    started = datetime.now(timezone.utc)
+    timings = []
+    for name in NOTEBOOKS:
+        print(f"[reproduce] {profile}: running {name}", flush=True)
+        tic = time.perf_counter()
+        executed = staging_results / name
+        try:
+            papermill.execute_notebook(
+                notebooks_dir / name,
+                executed,
+                parameters=params,
+                kernel_name=kernel,
+                log_output=log_output,
+                progress_bar=False,
+                cwd=str(notebooks_dir),
+            )
+        except papermill.PapermillExecutionError as err:
+            failed = _keep_failed(
+                staging_results, staging_models, results_root / f".failed-{profile}"
+            )
+            raise NotebookFailed(
+                f"notebook {name} failed: {err.ename}: {err.evalue}\n"
+                f"  the executed copy with the error is in {failed / name}\n"
+                f"  {final_results} was left unchanged"
+            ) from None
+        except BaseException:
+            _keep_failed(staging_results, staging_models, results_root / f".failed-{profile}")
+            raise
+        seconds = time.perf_counter() - tic
+        timings.append({"notebook": name, "seconds": round(seconds, 1)})
+        _export_html(executed)
+        print(f"[reproduce] {profile}: {name} done in {seconds:.0f} s", flush=True)
+
+    manifest = {
+        "profile": profile,
+        "git": _git_state(),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "total_seconds": round(sum(t["seconds"] for t in timings), 1),
+        "notebooks": timings,
+        "parameters": {k: v for k, v in params.items() if k not in ("results_dir", "models_dir")},
+        "data": {"root": _relative(paths.data_root), **data_info},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {p: importlib.metadata.version(p) for p in PACKAGES},
+    }
+    (staging_results / "manifest.json").write_text(_to_json(manifest))
+    _replace_dir(staging_models, final_models)
+    _replace_dir(staging_results, final_results)
+    print(
+        f"[reproduce] {profile}: results in {_relative(final_results)} "
+        f"({manifest['total_seconds']:.0f} s)",
+        flush=True,
+    )
+    return final_results
+
+
+def _to_json(payload: dict) -> str:
+    import json
+
+    return json.dumps(payload, indent=2) + "\n"
+
+
+def _export_html(executed: Path) -> None:
+    """Write NAME.html (with code) and NAME.report.html (code hidden) beside the notebook."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(executed, as_version=4)
+    full, _ = HTMLExporter().from_notebook_node(nb)
+    report, _ = HTMLExporter(
+        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+    ).from_notebook_node(nb)
+    executed.with_suffix(".html").write_text(full)
+    executed.with_suffix(".report.html").write_text(report)
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Swap ``new`` in as ``final``; the old folder is removed only once the new one is in place."""
+    if not new.exists():
+        return
+    old = final.with_name(f".old-{final.name}")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _keep_failed(staging_results: Path, staging_models: Path, failed: Path) -> Path:
+    shutil.rmtree(failed, ignore_errors=True)
+    if staging_results.exists():
+        staging_results.rename(failed)
+    shutil.rmtree(staging_models, ignore_errors=True)
+    return failed
+
+
+def _relative(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(PROJ_ROOT)) if path.is_relative_to(PROJ_ROOT) else str(path)
+
+
+def _git_state() -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(PROJ_ROOT), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "--", "mura_lib", "notebooks", "params")),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mura_lib.reproduce", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--profile", default="sample", help="params/<profile>.yaml")
+    parser.add_argument("--data", help="the MURA-v1.1 folder (or its parent) for this run")
+    args = parser.parse_args(argv)
+    try:
+        run_pipeline(args.profile, args.data)
+    except MuraError as err:
+        print(f"[reproduce] error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"[reproduce] interrupted: results/{args.profile} was left unchanged", file=sys.stderr
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

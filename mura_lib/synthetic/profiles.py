@@ -1,0 +1,188 @@
+"""What to generate: study and image counts per split and part, film sizes, patient sharing.
+
+A :class:`Profile` fixes the counts; :func:`plan_studies` turns it into the list of studies
+(patient id, study number, label, number of views) that the tree writer renders. Planning is
+cheap and serial; rendering is per study and parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mura_lib.config import SPLITS
+from mura_lib.errors import ConfigError
+from mura_lib.synthetic.study import Look, StudySpec
+
+# MURA-v1.1, paper Table 1 (= the official CSVs): part -> (train normal, train abnormal,
+# train images, valid normal, valid abnormal, valid images).
+TABLE1 = {
+    "ELBOW": (1094, 660, 4931, 92, 66, 465),
+    "FINGER": (1280, 655, 5106, 92, 83, 461),
+    "FOREARM": (590, 287, 1825, 69, 64, 301),
+    "HAND": (1497, 521, 5543, 101, 66, 460),
+    "HUMERUS": (321, 271, 1272, 68, 67, 288),
+    "SHOULDER": (1364, 1457, 8379, 99, 95, 563),
+    "WRIST": (2134, 1326, 9752, 140, 97, 659),
+}
+TABLE1_PATIENTS = {"train": 11184, "valid": 783}
+# The order in which the official CSVs list the parts; patient ids follow it.
+FILE_ORDER = ("SHOULDER", "HUMERUS", "FINGER", "ELBOW", "WRIST", "FOREARM", "HAND")
+
+
+@dataclass(frozen=True)
+class PartCounts:
+    """Studies and images of one part in one split."""
+
+    normal: int
+    abnormal: int
+    images: int  # total views of these studies (each study has at least one)
+
+    @property
+    def studies(self) -> int:
+        """Number of studies."""
+        return self.normal + self.abnormal
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A complete description of a synthetic tree, seed aside."""
+
+    name: str
+    counts: Mapping[tuple[str, str], PartCounts]  # (split, part) -> counts
+    look: Look
+    patients: Mapping[str, int] = field(default_factory=dict)  # split -> patient count
+    max_views: int = 11
+
+    def n_patients(self, split: str, n_studies: int) -> int:
+        """Patients of a split: as set, or MURA's ratio of patients to studies."""
+        if split in self.patients:
+            return self.patients[split]
+        ratio = TABLE1_PATIENTS[split] / sum(
+            c[0] + c[1] if split == "train" else c[3] + c[4] for c in TABLE1.values()
+        )
+        return max(1, min(n_studies, int(round(n_studies * ratio))))
+
+
+def scaled_profile(
+    name: str,
+    train_per_part: int,
+    valid_per_part: int,
+    long_side: tuple[int, int],
+    views_scale: float = 1.0,
+    max_views: int = 11,
+    rgb_fraction: float = 0.12,
+) -> Profile:
+    """A small tree with MURA's per-part abnormal rates and views per study.
+
+    Every part gets `train_per_part` / `valid_per_part` studies; the abnormal share and the
+    images per study (times `views_scale`) follow Table 1, part by part.
+    """
+    counts = {}
+    for part, (tn, ta, ti, vn, va, vi) in TABLE1.items():
+        for split, n, (normal, abnormal, images) in (
+            ("train", train_per_part, (tn, ta, ti)),
+            ("valid", valid_per_part, (vn, va, vi)),
+        ):
+            n_abnormal = int(round(n * abnormal / (normal + abnormal)))
+            views = images / (normal + abnormal) * views_scale
+            n_images = max(n, int(round(n * views)))
+            counts[(split, part)] = PartCounts(n - n_abnormal, n_abnormal, n_images)
+    return Profile(name, counts, Look(long_side, rgb_fraction=rgb_fraction),
+                   max_views=max_views)
+
+
+def table1_profile(anatomy: bool = False) -> Profile:
+    """Exactly MURA's Table 1: 14,656 studies, 40,005 images, 11,967 patients.
+
+    Films are 32-pixel placeholders unless `anatomy` (the reader never decodes them).
+    """
+    counts = {}
+    for part, (tn, ta, ti, vn, va, vi) in TABLE1.items():
+        counts[("train", part)] = PartCounts(tn, ta, ti)
+        counts[("valid", part)] = PartCounts(vn, va, vi)
+    look = Look((160, 288)) if anatomy else Look((32, 32), anatomy=False)
+    return Profile("table1", counts, look, patients=dict(TABLE1_PATIENTS))
+
+
+PROFILES = {
+    # The committed sample: 45 train and 20 valid studies per part, films 144-200 px (a
+    # model sees 128), fewer views per study than MURA: sized to the repository's budget.
+    "sample": scaled_profile("sample", 45, 20, long_side=(144, 200), views_scale=0.75,
+                             max_views=5),
+}
+
+
+def get_profile(profile: str | Profile, anatomy: bool | None = None) -> Profile:
+    """Resolve a profile name ("sample", "table1") or pass a :class:`Profile` through."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile == "table1":
+        return table1_profile(bool(anatomy))
+    if profile not in PROFILES:
+        raise ConfigError(
+            f"unknown synthetic profile {profile!r}: choose one of "
+            f"{', '.join(sorted([*PROFILES, 'table1']))}"
+        )
+    return PROFILES[profile]
+
+
+def _views(rng: np.random.Generator, n: int, total: int, max_views: int) -> np.ndarray:
+    """Views per study for `n` studies: mostly 1-4, a few more, summing exactly to `total`."""
+    if not n <= total <= n * max_views:
+        raise ConfigError(f"cannot spread {total} images over {n} studies (1-{max_views} each)")
+    views = np.clip(1 + rng.poisson(max(total / n - 1, 0.0), n), 1, max_views)
+    while (diff := int(total - views.sum())) != 0:
+        room = np.flatnonzero(views < max_views) if diff > 0 else np.flatnonzero(views > 1)
+        pick = rng.choice(room, size=min(abs(diff), room.size), replace=False)
+        views[pick] += 1 if diff > 0 else -1
+    return views
+
+
+def plan_studies(profile: Profile, seed: int) -> list[StudySpec]:
+    """Every study of the tree: patients, study numbers, labels and view counts.
+
+    Within a split, the first studies (in random order) each get a new patient; the rest join
+    an existing patient, of the same part more often than not (a follow-up study) but also of
+    another part, as in MURA, where one patient id can appear under several parts.
+    """
+    rng = np.random.default_rng([seed, 20171211])  # MURA's arXiv date: a fixed planning stream
+    specs: list[StudySpec] = []
+    next_id = 1
+    for split in SPLITS:
+        items: list[tuple[str, int, int]] = []
+        for part in FILE_ORDER:
+            c = profile.counts.get((split, part))
+            if c is None or c.studies == 0:
+                continue
+            labels = rng.permutation([0] * c.normal + [1] * c.abnormal)
+            views = _views(rng, c.studies, c.images, profile.max_views)
+            items += [(part, int(lab), int(v)) for lab, v in zip(labels, views, strict=True)]
+        if not items:
+            continue
+        n_patients = profile.n_patients(split, len(items))
+        owner = np.empty(len(items), dtype=int)
+        order = rng.permutation(len(items))
+        owner[order[:n_patients]] = np.arange(n_patients)
+        by_part: dict[str, list[int]] = {}
+        for i in order[:n_patients]:
+            by_part.setdefault(items[i][0], []).append(int(owner[i]))
+        for i in order[n_patients:]:
+            same = by_part.get(items[i][0])
+            if same and rng.uniform() < 0.6:
+                owner[i] = same[int(rng.integers(len(same)))]
+            else:
+                owner[i] = int(rng.integers(n_patients))
+        # Patient ids in order of first appearance in the CSV (parts in file order).
+        ids: dict[int, int] = {}
+        study_no: dict[tuple[int, str], int] = {}
+        for (part, label, n_views), o in zip(items, owner, strict=True):
+            pid = ids.setdefault(int(o), next_id + len(ids))
+            k = study_no[(pid, part)] = study_no.get((pid, part), 0) + 1
+            specs.append(StudySpec(split, part, pid, k, label, n_views))
+        next_id += len(ids)
+    order_key = {p: i for i, p in enumerate(FILE_ORDER)}
+    specs.sort(key=lambda s: (s.split != "train", order_key[s.part], s.patient, s.study))
+    return specs
