@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -88,21 +89,75 @@ def run_pipeline(
     log_output: bool = True,
 ) -> Path:
     """Execute the notebooks for ``profile`` and publish results/<profile>; return its path."""
-    import papermill
-
     params = {**load_profile(profile, data, params_dir), **(overrides or {})}
     final_results, final_models = results_root / profile, models_root / profile
     staging_results = results_root / f".staging-{profile}"
     staging_models = models_root / f".staging-{profile}"
     for stale in (staging_results, staging_models):  # left by an interrupted run
         shutil.rmtree(stale, ignore_errors=True)
+    paths = run_paths(profile, params.get("data_root", ""))
+    data_info = data_fingerprint(paths.data_root)  # also stops early on a wrong data folder
     staging_results.mkdir(parents=True)
     params.update(results_dir=_relative(staging_results), models_dir=_relative(staging_models))
-    paths = run_paths(profile, params.get("data_root", ""))
-    data_info = data_fingerprint(paths.data_root)
 
-    os.environ["MURA_PROGRESS"] = "log"  # one line per epoch in papermill's log, no bars
+    # One line per epoch in papermill's log, no bars (the kernels inherit this environment).
+    previous_progress = os.environ.get("MURA_PROGRESS")
+    os.environ["MURA_PROGRESS"] = "log"
     started = datetime.now(timezone.utc)
+    try:
+        timings = _run_notebooks(
+            profile,
+            params,
+            notebooks_dir,
+            staging_results,
+            staging_models,
+            results_root,
+            kernel,
+            log_output,
+        )
+    finally:
+        if previous_progress is None:
+            os.environ.pop("MURA_PROGRESS", None)
+        else:
+            os.environ["MURA_PROGRESS"] = previous_progress
+
+    manifest = {
+        "profile": profile,
+        "git": _git_state(),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "total_seconds": round(sum(t["seconds"] for t in timings), 1),
+        "notebooks": timings,
+        "parameters": {k: v for k, v in params.items() if k not in ("results_dir", "models_dir")},
+        "data": {"root": _relative(paths.data_root), **data_info},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {p: importlib.metadata.version(p) for p in PACKAGES},
+    }
+    (staging_results / "manifest.json").write_text(_to_json(manifest))
+    _replace_dir(staging_models, final_models)
+    _replace_dir(staging_results, final_results)
+    print(
+        f"[reproduce] {profile}: results in {_relative(final_results)} "
+        f"({manifest['total_seconds']:.0f} s)",
+        flush=True,
+    )
+    return final_results
+
+
+def _run_notebooks(
+    profile: str,
+    params: dict,
+    notebooks_dir: Path,
+    staging_results: Path,
+    staging_models: Path,
+    results_root: Path,
+    kernel: str,
+    log_output: bool,
+) -> list[dict]:
+    """Execute the notebooks in order into the staging folder; on failure keep the evidence."""
+    import papermill
+
+    final_results = results_root / profile
     timings = []
     for name in NOTEBOOKS:
         print(f"[reproduce] {profile}: running {name}", flush=True)
@@ -135,32 +190,10 @@ def run_pipeline(
         _export_html(executed)
         print(f"[reproduce] {profile}: {name} done in {seconds:.0f} s", flush=True)
 
-    manifest = {
-        "profile": profile,
-        "git": _git_state(),
-        "started_utc": started.isoformat(timespec="seconds"),
-        "total_seconds": round(sum(t["seconds"] for t in timings), 1),
-        "notebooks": timings,
-        "parameters": {k: v for k, v in params.items() if k not in ("results_dir", "models_dir")},
-        "data": {"root": _relative(paths.data_root), **data_info},
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": {p: importlib.metadata.version(p) for p in PACKAGES},
-    }
-    (staging_results / "manifest.json").write_text(_to_json(manifest))
-    _replace_dir(staging_models, final_models)
-    _replace_dir(staging_results, final_results)
-    print(
-        f"[reproduce] {profile}: results in {_relative(final_results)} "
-        f"({manifest['total_seconds']:.0f} s)",
-        flush=True,
-    )
-    return final_results
+    return timings
 
 
 def _to_json(payload: dict) -> str:
-    import json
-
     return json.dumps(payload, indent=2) + "\n"
 
 
@@ -222,15 +255,39 @@ def _git_state() -> dict:
     }
 
 
+def _parse_override(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mura_lib.reproduce", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--profile", default="sample", help="params/<profile>.yaml")
     parser.add_argument("--data", help="the MURA-v1.1 folder (or its parent) for this run")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=_parse_override,
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter of the profile (repeatable)",
+    )
+    parser.add_argument("--results-root", type=Path, default=RESULTS_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--models-root", type=Path, default=MODELS_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
-        run_pipeline(args.profile, args.data)
+        run_pipeline(
+            args.profile,
+            args.data,
+            overrides=dict(args.overrides),
+            results_root=args.results_root,
+            models_root=args.models_root,
+        )
     except MuraError as err:
         print(f"[reproduce] error: {err}", file=sys.stderr)
         return 1

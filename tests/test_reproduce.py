@@ -1,0 +1,151 @@
+"""The notebooks end to end through papermill (smoke profile), stripped sources, failure path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from mura_lib.config import NOTEBOOKS_DIR, PROJ_ROOT, SAMPLE_ROOT
+from mura_lib.errors import ConfigError
+from mura_lib.reproduce import NOTEBOOKS, NotebookFailed, load_profile, run_pipeline
+
+pytestmark = pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="data_sample/ is missing")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke-profile run of the whole pipeline into temporary results/models folders."""
+    root = tmp_path_factory.mktemp("reproduce")
+    overrides = {"cache_dir": str(root / "cache")}
+    results = run_pipeline(
+        "smoke",
+        overrides=overrides,
+        results_root=root / "results",
+        models_root=root / "models",
+        log_output=False,
+    )
+    return root, results
+
+
+def test_pipeline_writes_every_result(smoke_run):
+    root, results = smoke_run
+    assert results == root / "results" / "smoke"
+    for name in NOTEBOOKS:
+        executed = nbformat.read(results / name, as_version=4)
+        assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+        assert (results / name).with_suffix(".html").stat().st_size > 10_000
+        assert (results / name).with_suffix(".report.html").is_file()
+    figures = {p.name for p in (results / "figures").iterdir()}
+    assert {"02_learning_curves.png", "03_roc.png", "03_kappa_per_part.png"} <= figures
+    assert any(name.startswith("01_") for name in figures)
+    assert (root / "models" / "smoke" / "best.pt").is_file()
+    # no staging folder is left behind
+    assert not list((root / "results").glob(".staging-*"))
+
+
+def test_metrics_json_has_the_evaluate_schema(smoke_run):
+    _, results = smoke_run
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert 0.0 <= metrics["threshold"] <= 1.0
+    for block in (metrics["study"]["overall"], metrics["image"]["overall"]):
+        for key in ("kappa", "auroc", "f1", "accuracy", "sensitivity", "specificity", "n"):
+            assert key in block
+    assert set(metrics["study"]["by_body_part"]) <= {
+        "ELBOW",
+        "FINGER",
+        "FOREARM",
+        "HAND",
+        "HUMERUS",
+        "SHOULDER",
+        "WRIST",
+    }
+
+
+def test_manifest_records_the_run(smoke_run):
+    _, results = smoke_run
+    manifest = json.loads((results / "manifest.json").read_text())
+    assert [t["notebook"] for t in manifest["notebooks"]] == list(NOTEBOOKS)
+    assert all(t["seconds"] > 0 for t in manifest["notebooks"])
+    assert manifest["parameters"]["profile"] == "smoke"
+    assert len(manifest["data"]["sha256"]) == 64
+    assert {"torch", "papermill"} <= set(manifest["packages"])
+
+
+def test_failing_notebook_keeps_previous_results(tmp_path):
+    previous = tmp_path / "results" / "smoke"
+    previous.mkdir(parents=True)
+    (previous / "metrics.json").write_text('{"previous": true}')
+    # A schedule that can never fire is refused inside notebook 02, after 01 has run.
+    overrides = {
+        "cache_dir": str(tmp_path / "cache"),
+        "plateau_patience": 3,
+        "early_stop_patience": 4,
+    }
+    with pytest.raises(NotebookFailed, match=r"notebook 02_train\.ipynb failed: ConfigError"):
+        run_pipeline(
+            "smoke",
+            overrides=overrides,
+            results_root=tmp_path / "results",
+            models_root=tmp_path / "models",
+            log_output=False,
+        )
+    assert (previous / "metrics.json").read_text() == '{"previous": true}'
+    assert (tmp_path / "results" / ".failed-smoke" / "02_train.ipynb").is_file()
+    assert not (tmp_path / "models" / "smoke").exists()
+
+
+def test_cli_exits_non_zero_and_names_the_notebook(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mura_lib.reproduce",
+            "--profile",
+            "smoke",
+            "--set",
+            "early_stop_patience=1",
+            "--set",
+            f"cache_dir={tmp_path / 'cache'}",
+            "--results-root",
+            str(tmp_path / "results"),
+            "--models-root",
+            str(tmp_path / "models"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJ_ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 1
+    assert "02_train.ipynb failed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_profile_and_missing_data_are_clear():
+    with pytest.raises(ConfigError, match="no profile 'nope'.*profiles: .*sample"):
+        load_profile("nope")
+    with pytest.raises(ConfigError, match="DATA=/path/to/MURA-v1.1"):
+        load_profile("mura")
+    assert load_profile("mura", data="/data/MURA-v1.1")["data_root"].endswith("MURA-v1.1")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_source_notebooks_are_stripped(name):
+    notebook = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert not cell.get("outputs"), f"{name} holds outputs: run nbstripout"
+            assert cell.get("execution_count") is None, f"{name} holds execution counts"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_have_one_flat_parameters_cell(name):
+    notebook = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for line in tagged[0].source.splitlines():
+        assert " = " in line and "#" in line, f"{name}: not a commented literal: {line!r}"
