@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,7 +25,8 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mura_lib.training.train import TrainConfig, fit
+    from mura_lib.training.config import TrainConfig
+    from mura_lib.training.train import fit
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -68,7 +70,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field (``--image-size``, ``--no-amp`` ...), same defaults."""
-    from mura_lib.training.train import TrainConfig
+    from mura_lib.training.config import TrainConfig
 
     group = parser.add_argument_group("training parameters (see TrainConfig)")
     for field in dataclasses.fields(TrainConfig):
@@ -126,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MuraError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `mura describe ROOT | head`: the reader left, not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (silences the flush at exit)
+        return 0
     except KeyboardInterrupt:
         hint = " (continue with --resume)" if args.command == "train" else ""
         print(f"interrupted{hint}", file=sys.stderr)

@@ -20,12 +20,15 @@ import pandas as pd
 from PIL import Image
 
 from mura_lib.config import BODY_PARTS
+from mura_lib.data.describe import PAPER_TABLE1, table1_counts
 from mura_lib.data.images import read_gray
 from mura_lib.errors import ImageReadError
 
-# Paths per worker task of image_sizes: big enough that process start-up and pickling are
-# small next to the header reads, small enough to spread 40k images over a few cores.
+# Paths per worker task of image_sizes: pickling stays small next to the reads.
 _HEADER_CHUNK = 2000
+_HEADER_COLUMNS = ("width", "height", "mode", "file_bytes", "error")
+_RANGE = ("min", "max")
+_SIZE_STATS = {"width": _RANGE, "height": _RANGE, "aspect": ("min", "median", "max")}
 
 
 def parts_in(frame: pd.DataFrame) -> list[str]:
@@ -36,24 +39,27 @@ def parts_in(frame: pd.DataFrame) -> list[str]:
 
 def study_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per study: study_id, split, body_part, patient_id, label and n_views."""
-    return (
-        frame.groupby("study_id", sort=False)
-        .agg(
-            split=("split", "first"),
-            body_part=("body_part", "first"),
-            patient_id=("patient_id", "first"),
-            label=("label", "first"),
-            n_views=("view", "size"),
-        )
-        .reset_index()
-    )
+    first = {column: (column, "first") for column in ("split", "body_part", "patient_id", "label")}
+    studies = frame.groupby("study_id", sort=False).agg(**first, n_views=("view", "size"))
+    return studies.reset_index()
+
+
+def table1_side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame's counts and the paper's Table 1 next to each other, count by count.
+
+    Columns are (count, source) pairs in Table 1's order, source "this tree" or "paper".
+    """
+    table = pd.concat({"this tree": table1_counts(frame), "paper": PAPER_TABLE1}, axis=1)
+    table = table.swaplevel(axis=1)[PAPER_TABLE1.columns]
+    table.columns.names = ["count", "source"]
+    return table
 
 
 # -- image headers ---------------------------------------------------------------------------
 
 
 def _read_headers(paths: list[str]) -> list[tuple[int, int, str, int, str]]:
-    """(width, height, mode, file bytes, error) per path, from the file header only.
+    """One tuple of :data:`_HEADER_COLUMNS` per path, from the file header only.
 
     `Image.open` parses the PNG chunks up to the image data and stops: the size and mode are
     known without decoding a pixel, which is what makes this fast on 40k files.
@@ -76,11 +82,12 @@ def image_sizes(frame: pd.DataFrame, n_jobs: int = 1) -> pd.DataFrame:
 
     Args:
         frame: an image index frame (needs path, split, body_part, label).
-        n_jobs: worker processes (joblib; -1 = all cores). 1 reads in this process, which is
-            fastest for a few thousand files; on the full data set 2-4 workers help.
+        n_jobs: worker processes (joblib; -1 = all cores). 1 reads in this process: about
+            6 s for 40k files on a local disk, faster than starting workers; workers only
+            pay off on a slow (network) disk.
 
     Returns:
-        A DataFrame with the index of `frame` and columns split, body_part, label, width,
+        A DataFrame with the index of `frame` and columns path, split, body_part, label, width,
         height, mode (Pillow's: "L" 8-bit gray, "RGB", "I;16" 16-bit gray ...), aspect
         (width / height: below 1 is portrait), file_bytes and error ("" when the header was
         read; else the reason, and width = height = 0, aspect NaN).
@@ -92,20 +99,18 @@ def image_sizes(frame: pd.DataFrame, n_jobs: int = 1) -> pd.DataFrame:
     else:
         parts = joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(_read_headers)(c) for c in chunks)
     rows = [row for part in parts for row in part]
-    columns = ["width", "height", "mode", "file_bytes", "error"]
-    sizes = pd.DataFrame(rows, columns=columns, index=frame.index)
+    sizes = pd.DataFrame(rows, columns=[*_HEADER_COLUMNS], index=frame.index)
     sizes = sizes.astype({"width": "int64", "height": "int64", "file_bytes": "int64"})
     ok = sizes["height"] > 0
     sizes["aspect"] = np.where(ok, sizes["width"] / sizes["height"].where(ok, 1), np.nan)
-    meta = frame[["split", "body_part", "label"]]
-    return pd.concat([meta, sizes], axis=1)[
-        ["split", "body_part", "label", "width", "height", "mode", "aspect", "file_bytes", "error"]
-    ]
+    meta = frame[["path", "split", "body_part", "label"]]
+    order = [*meta.columns, "width", "height", "mode", "aspect", "file_bytes", "error"]
+    return pd.concat([meta, sizes], axis=1)[order]
 
 
 def size_summary(sizes: pd.DataFrame) -> pd.DataFrame:
-    """Per body part (and "all"): image count, width / height / long-side ranges, aspect range,
-    share of portrait images and of images whose long side is 512 pixels (MURA's usual size).
+    """Per body part (and "all"): image count, width and height ranges, aspect ratio (min,
+    median, max), share of portrait images and of images whose long side is 512 pixels.
 
     Images whose header could not be read are left out and counted in `n_unreadable`.
     """
@@ -114,21 +119,12 @@ def size_summary(sizes: pd.DataFrame) -> pd.DataFrame:
     for name, rows_ in [*groups, ("all", sizes)]:
         ok = rows_[rows_["error"] == ""]
         long_side = np.maximum(ok["width"], ok["height"])
-        rows[name] = {
-            "n_images": len(rows_),
-            "n_unreadable": int((rows_["error"] != "").sum()),
-            "width_min": ok["width"].min(),
-            "width_median": ok["width"].median(),
-            "width_max": ok["width"].max(),
-            "height_min": ok["height"].min(),
-            "height_median": ok["height"].median(),
-            "height_max": ok["height"].max(),
-            "aspect_min": ok["aspect"].min(),
-            "aspect_median": ok["aspect"].median(),
-            "aspect_max": ok["aspect"].max(),
-            "portrait_share": (ok["aspect"] < 1).mean(),
-            "long_512_share": (long_side == 512).mean(),
-        }
+        stats = {"n_images": len(rows_), "n_unreadable": int((rows_["error"] != "").sum())}
+        for column, hows in _SIZE_STATS.items():
+            stats.update({f"{column}_{how}": ok[column].agg(how) for how in hows})
+        stats["portrait_share"] = (ok["aspect"] < 1).mean()
+        stats["long_512_share"] = (long_side == 512).mean()
+        rows[name] = stats
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "body_part"
     return out
@@ -167,11 +163,8 @@ def patient_parts(frame: pd.DataFrame) -> pd.DataFrame:
         n_images=("path", "size"),
         n_parts=("body_part", "nunique"),
     )
-    out.insert(
-        0,
-        "parts",
-        grouped["body_part"].agg(lambda s: "+".join(sorted(set(s), key=order.__getitem__))),
-    )
+    parts = grouped["body_part"].agg(lambda s: "+".join(sorted(set(s), key=order.__getitem__)))
+    out.insert(0, "parts", parts)
     return out.reset_index()
 
 
@@ -210,6 +203,47 @@ def part_cooccurrence(frame: pd.DataFrame) -> pd.DataFrame:
     return matrix
 
 
+def split_leakage(frame: pd.DataFrame, val_fraction: float = 0.2, seed: int = 0) -> pd.DataFrame:
+    """Patients that end up on both sides of a train/val split of official train, per strategy.
+
+    Three ways to carve `val_fraction` of the studies out of official train: at random by
+    study, by patient within each body part (a patient's wrist may go to val and his hand to
+    train), and :func:`~mura_lib.data.split_by_patient` (by patient across parts).
+
+    Returns:
+        A DataFrame indexed by strategy with val_studies_share, patients_both_sides and
+        val_images_leaked (val images of a patient who also has train images).
+    """
+    from mura_lib.data.splits import split_by_patient
+
+    train = frame[frame["split"] == "train"]
+    rng = np.random.default_rng(seed)
+
+    def pick(keys: pd.Series) -> np.ndarray:
+        unique = keys.unique()
+        chosen = rng.choice(unique, size=max(1, round(val_fraction * len(unique))), replace=False)
+        return keys.isin(chosen).to_numpy()
+
+    part_patient = train["body_part"] + ":" + train["patient_id"].astype(str)
+    in_val = {
+        "random studies": pick(train["study_id"]),
+        "patients within each part": pick(part_patient),
+        "patients across parts (split_by_patient)": (
+            split_by_patient(train, val_fraction, seed)["subset"] == "val"
+        ).to_numpy(),
+    }
+    rows = {}
+    for name, val in in_val.items():
+        pid = train["patient_id"].to_numpy()
+        both = np.intersect1d(pid[val], pid[~val])
+        rows[name] = {
+            "val_studies_share": train.loc[val, "study_id"].nunique() / train["study_id"].nunique(),
+            "patients_both_sides": len(both),
+            "val_images_leaked": int(np.isin(pid[val], both).sum()),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("split by")
+
+
 # -- pixels ----------------------------------------------------------------------------------
 
 
@@ -241,7 +275,8 @@ def _gray_stats(path: str) -> tuple[np.ndarray, dict]:
         gray, warning = read_gray(path)
     except ImageReadError as err:
         empty = dict.fromkeys(_STAT_COLUMNS[:-2], np.nan)
-        return np.zeros(256, dtype=np.int64), {**empty, "warning": "", "error": str(err)}
+        error = str(err).removeprefix(f"{path}: ")  # the path has its own column
+        return np.zeros(256, dtype=np.int64), {**empty, "warning": "", "error": error}
     hist = np.bincount(gray.ravel(), minlength=256).astype(np.int64)
     n = max(gray.size, 1)
     return hist, {
@@ -251,7 +286,7 @@ def _gray_stats(path: str) -> tuple[np.ndarray, dict]:
         "std": float(gray.std()),
         "black_share": hist[0] / n,
         "white_share": hist[255] / n,
-        "warning": warning or "",
+        "warning": (warning or "").removeprefix(f"{path}: "),
         "error": "",
     }
 
@@ -312,8 +347,8 @@ def intensity_histograms(
         total = np.sum(counts)
         histograms[name] = counts / total if total else np.zeros(256)
     hist_frame = pd.DataFrame(histograms, index=pd.RangeIndex(256, name="gray_level"))
-    n_bad = int((images["error"] != "").sum()) if len(images) else 0
-    n_trunc = int((images["warning"] != "").sum()) if len(images) else 0
+    n_bad = int((images["error"] != "").sum())
+    n_trunc = int((images["warning"] != "").sum())
     how = f"up to {max(1, max_images // max(len(names), 1))} per part" if per_part else "in all"
     note = (
         f"{len(sample)} of {len(frame)} images decoded ({how}, seed {seed}); every pixel "
@@ -347,3 +382,20 @@ def example_studies(frame: pd.DataFrame, per_part_label: int = 1, seed: int = 0)
     if not picked:
         return studies.iloc[:0]
     return pd.concat(picked, ignore_index=True)
+
+
+def file_problems(skipped: pd.DataFrame, sizes: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
+    """Everything found wrong with the files, one row each: path, found_by, reason.
+
+    Args:
+        skipped: ``MuraIndex.skipped`` (found_by "reader": AppleDouble, hidden, unlisted ...).
+        sizes: :func:`image_sizes` (found_by "header": the header cannot be read).
+        images: ``IntensitySample.images`` (found_by "decode": truncated or undecodable).
+    """
+    found = [skipped.assign(found_by="reader")[["path", "found_by", "reason"]]]
+    bad = sizes[sizes["error"] != ""]
+    found.append(bad.assign(found_by="header", reason=bad["error"])[["path", "found_by", "reason"]])
+    reason = images["error"].where(images["error"] != "", images["warning"])
+    bad = images.assign(found_by="decode", reason=reason)[reason != ""]
+    found.append(bad[["path", "found_by", "reason"]])
+    return pd.concat(found, ignore_index=True)

@@ -115,7 +115,7 @@ def plot_views_per_study(views: pd.DataFrame) -> Figure:
         fmt="",
         cmap="Blues",
         vmin=0,
-        vmax=1,
+        vmax=max(float(shares.to_numpy().max()), 0.01),  # pale cells read badly
         cbar_kws={"label": "share of the part's studies"},
         linewidths=0.5,
         ax=ax,
@@ -211,25 +211,28 @@ def plot_intensity_histograms(histograms: pd.DataFrame, note: str = "") -> Figur
 
 
 def plot_part_cooccurrence(matrix: pd.DataFrame) -> Figure:
-    """Heatmap of :func:`mura_lib.eda.part_cooccurrence`: patients seen under both parts."""
+    """Heatmap of :func:`mura_lib.eda.part_cooccurrence`: patients seen under both parts.
+
+    The diagonal (all of a part's patients) is left blank so the colours show the overlaps;
+    its counts go into the row labels.
+    """
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(7.0, 5.5))
-    off_diagonal = matrix.where(~np.eye(len(matrix), dtype=bool))
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    diagonal = np.eye(len(matrix), dtype=bool)
     sns.heatmap(
-        off_diagonal,
-        annot=matrix,
-        fmt="d",
+        matrix.astype(float),
+        mask=diagonal,
+        annot=True,
+        fmt=".0f",
         cmap="Oranges",
         cbar_kws={"label": "patients under both parts"},
         linewidths=0.5,
         ax=ax,
     )
-    ax.set(
-        xlabel="",
-        ylabel="",
-        title="Patients seen under two body parts (diagonal: all of the part's patients)",
-    )
+    totals = [f"{part} ({matrix.loc[part, part]} patients)" for part in matrix.index]
+    ax.set_yticks(np.arange(len(matrix)) + 0.5, totals, rotation=0)
+    ax.set(xlabel="", ylabel="", title="Patients seen under two body parts")
     fig.tight_layout()
     return fig
 
@@ -247,23 +250,43 @@ def plot_study_grid(
         cell: inches per image cell. Images keep their aspect ratio (no stretching).
     """
     n_rows = max(len(studies), 1)
-    fig = plt.figure(figsize=(cell * max_views, (cell + 0.35) * n_rows), layout="constrained")
-    rows = fig.subfigures(n_rows, 1, squeeze=False)[:, 0]
-    by_study = dict(tuple(frame.groupby("study_id", sort=False)))
-    for sub, study in zip(rows, studies.itertuples(), strict=False):
+    band = 0.3  # inches above each row for its title
+    height = (cell + band) * n_rows
+    # A fixed grid, no layout engine: constrained layout takes seconds on 50+ image axes.
+    fig = plt.figure(figsize=(cell * max_views, height))
+    grid = fig.add_gridspec(
+        n_rows,
+        max_views,
+        left=0.005,
+        right=0.995,
+        bottom=0.002,
+        top=1 - band / height,
+        hspace=band / cell,
+        wspace=0.04,
+    )
+    rows = frame[frame["study_id"].isin(studies["study_id"])]  # not 14k groups on MURA
+    by_study = dict(tuple(rows.groupby("study_id", sort=False)))
+    for r, study in enumerate(studies.itertuples()):
         views = by_study[study.study_id].sort_values("view")
         label = "abnormal" if study.label == 1 else "normal"
-        more = f" (+{len(views) - max_views} views not shown)" if len(views) > max_views else ""
-        color = ABNORMAL_COLOR if study.label == 1 else "black"
-        sub.suptitle(f"{study.study_id}: {label}{more}", fontsize="small", color=color)
-        axes = sub.subplots(1, max_views, squeeze=False)[0]
-        for ax, image in zip(axes, views.itertuples(), strict=False):
+        shown = (
+            f"views 1-{min(len(views), max_views)} of {len(views)}" if len(views) > 1 else "1 view"
+        )
+        top_left = grid[r, 0].get_position(fig)
+        fig.text(
+            top_left.x0,
+            top_left.y1 + 0.05 / height,
+            f"{study.study_id}: {label} ({shown})",
+            fontsize="small",
+            va="bottom",
+            color=ABNORMAL_COLOR if study.label == 1 else "black",
+        )
+        for c, path in enumerate(views["path"].iloc[:max_views]):
+            ax = fig.add_subplot(grid[r, c])
+            ax.set_axis_off()
             try:
-                gray, _ = read_gray(image.path)
+                gray, _ = read_gray(path)
                 ax.imshow(gray, cmap="gray", vmin=0, vmax=255)
             except ImageReadError:
                 ax.text(0.5, 0.5, "unreadable", ha="center", va="center", transform=ax.transAxes)
-            ax.set_title(f"view {image.view}", fontsize="x-small", pad=2)
-        for ax in axes:
-            ax.set_axis_off()
     return fig

@@ -8,13 +8,13 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Study, frame_of, write_tree
+from conftest import Study, default_studies, frame_of, write_tree
 from matplotlib.figure import Figure
 from PIL import Image
 
 from mura_lib import eda, eda_plots
 from mura_lib.data import read_mura
-from mura_lib.data.describe import count_table
+from mura_lib.data.describe import PAPER_TABLE1, count_table
 
 matplotlib.use("Agg")
 
@@ -50,6 +50,7 @@ def test_image_sizes_reads_headers(varied_tree: Path) -> None:
     frame = read_mura(varied_tree)
     sizes = eda.image_sizes(frame)
     assert sizes.index.equals(frame.index)
+    assert sizes["path"].tolist() == frame["path"].tolist()
     assert sizes[["width", "height"]].values.tolist() == [[30, 20], [20, 40], [16, 16], [10, 50]]
     assert sizes["mode"].tolist()[:2] == ["L", "RGB"]
     assert sizes["mode"].iloc[2].startswith("I")  # 16-bit gray: "I;16" or "I"
@@ -148,6 +149,33 @@ def test_patients_across_parts_counts_per_split() -> None:
     assert matrix.loc["ELBOW", "SHOULDER"] == 1 and matrix.loc["ELBOW", "HAND"] == 0
 
 
+def test_table1_side_by_side() -> None:
+    frame = frame_of(default_studies())
+    table = eda.table1_side_by_side(frame)
+    assert table.columns.get_level_values("count").unique().tolist() == list(PAPER_TABLE1.columns)
+    assert table[("train_images", "paper")].equals(PAPER_TABLE1["train_images"])
+    assert table.loc["ELBOW", ("train_images", "this tree")] == 9  # 1+2+3+1 views + 2
+
+
+def test_split_leakage_only_the_patient_split_is_clean() -> None:
+    studies = []
+    for patient in range(1, 61):  # every patient has a wrist and a hand study
+        studies += [
+            Study("train", "WRIST", patient, 1, patient % 2),
+            Study("train", "HAND", patient, 1, (patient // 2) % 2, views=2),
+        ]
+    table = eda.split_leakage(frame_of(studies), val_fraction=0.25, seed=0)
+    assert table.index.tolist() == [
+        "random studies",
+        "patients within each part",
+        "patients across parts (split_by_patient)",
+    ]
+    assert table["val_studies_share"].tolist() == pytest.approx([0.25, 0.25, 0.25], abs=0.05)
+    clean = table.loc["patients across parts (split_by_patient)"]
+    assert clean["patients_both_sides"] == 0 and clean["val_images_leaked"] == 0
+    assert (table["patients_both_sides"].iloc[:2] > 0).all()
+
+
 def test_intensity_histograms(varied_tree: Path) -> None:
     frame = read_mura(varied_tree)
     sample = eda.intensity_histograms(frame, per_part=True, max_images=100, seed=0)
@@ -170,14 +198,32 @@ def test_intensity_histograms_caps_and_reports_unreadable(varied_tree: Path) -> 
     Path(frame["path"].iloc[3]).write_bytes(b"broken")
     sample = eda.intensity_histograms(frame, per_part=False, max_images=4, seed=1)
     assert sample.histograms.columns.tolist() == ["all"]
-    assert sample.images["error"].iloc[3].endswith(
-        "re-download or re-extract it, or pass skip_bad=True to leave it out."
+    assert (
+        sample.images["error"]
+        .iloc[3]
+        .endswith("re-download or re-extract it, or pass skip_bad=True to leave it out.")
     )
+    assert not sample.images["error"].iloc[3].startswith(frame["path"].iloc[3])  # own column
     assert "1 unreadable (left out)" in sample.note
     capped = eda.intensity_histograms(frame, per_part=True, max_images=2, seed=0)
     assert capped.images["body_part"].value_counts().to_dict() == {"ELBOW": 1, "WRIST": 1}
     again = eda.intensity_histograms(frame, per_part=True, max_images=2, seed=0)
     assert capped.images["path"].tolist() == again.images["path"].tolist()
+
+
+def test_file_problems_collects_reader_header_and_decode_findings(varied_tree: Path) -> None:
+    frame = read_mura(varied_tree)
+    Path(frame["path"].iloc[1]).write_bytes(b"broken")
+    skipped = pd.DataFrame({"path": ["/x/._image1.png"], "reason": ["AppleDouble"]})
+    sizes = eda.image_sizes(frame)
+    sample = eda.intensity_histograms(frame, max_images=10)
+    problems = eda.file_problems(skipped, sizes, sample.images)
+    assert problems.columns.tolist() == ["path", "found_by", "reason"]
+    assert problems["found_by"].tolist() == ["reader", "header", "decode"]
+    assert problems["path"].iloc[1] == problems["path"].iloc[2] == frame["path"].iloc[1]
+    assert problems["reason"].iloc[1].startswith("UnidentifiedImageError")
+    clean = eda.file_problems(skipped.iloc[:0], eda.image_sizes(frame.iloc[[0]]), sample.images[:0])
+    assert clean.empty
 
 
 def test_example_studies_prefers_train_and_covers_cells(mura_tree: Path) -> None:

@@ -182,26 +182,44 @@ def _normalize_(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return x.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
+def host_to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small CPU tensor to ``device`` without stalling the GPU.
+
+    A CUDA copy from pageable memory waits until the stream has drained, which would leave the
+    GPU idle while Python queues the next step; from pinned memory it is truly asynchronous.
+    """
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
+
+
 def apply_augmentation(
     images: torch.Tensor, params: AugmentParams, config: AugmentConfig
 ) -> torch.Tensor:
     """Apply drawn parameters to uint8 images (B, 1, S, S): warp, jitter, normalise."""
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected images of shape (B, 1, S, S), got {tuple(images.shape)}")
-    device = images.device
+    # All per-sample numbers travel to the device in one (B, 8) copy.
+    packed = torch.cat(
+        [
+            affine_matrices(params).reshape(-1, 6),
+            params.brightness.to(torch.float32)[:, None],
+            params.contrast.to(torch.float32)[:, None],
+        ],
+        dim=1,
+    )
+    packed = host_to_device(packed, images.device)
     x = images.to(torch.float32, copy=True)  # the steps below work in place on this copy
     if config.is_geometric:
-        x = warp(x, affine_matrices(params).to(device, non_blocking=True))
+        x = warp(x, packed[:, :6].reshape(-1, 2, 3))
     shape = (-1, 1, 1, 1)
     if config.brightness:
         # Brightness as ColorJitter: scale, then clamp to the valid range [0, 255].
-        factor = params.brightness.to(torch.float32).to(device, non_blocking=True)
-        x = x.mul_(factor.view(shape)).clamp_(0.0, 255.0)
+        x = x.mul_(packed[:, 6].reshape(shape)).clamp_(0.0, 255.0)
     if config.contrast:
         # Contrast as ColorJitter: blend each image with its own mean gray level.
-        factor = params.contrast.to(torch.float32).to(device, non_blocking=True).view(shape)
         level = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = x.sub_(level).mul_(factor).add_(level).clamp_(0.0, 255.0)
+        x = x.sub_(level).mul_(packed[:, 7].reshape(shape)).add_(level).clamp_(0.0, 255.0)
     return _normalize_(x, config.mean, config.std)
 
 

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from mura_lib.data.augment import host_to_device
+
 if TYPE_CHECKING:
     from mura_lib.data.cache import ImageCache
 
@@ -179,38 +181,39 @@ class BatchLoader:
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Yield the batches of ``epoch`` on the device."""
         chunks = self.batch_indices(epoch)
-        if self.residency == "device":
-            yield from self._device_batches(chunks)
-        elif self.residency == "pinned":
-            yield from self._pinned_batches(chunks)
-        else:
+        if self.residency == "host":
             for rows in chunks:
-                yield self._make_batch(torch.from_numpy(self.images[rows]), rows)
+                yield self._make_batch(torch.from_numpy(self.images[rows]), torch.from_numpy(rows))
+            return
+        # The epoch's order goes to the GPU in one copy; each batch's index is a slice of it.
+        order = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
+        on_device = host_to_device(torch.from_numpy(order), self.device)
+        bounds = np.cumsum([0] + [len(rows) for rows in chunks])
+        indices = [on_device[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        if self.residency == "device":
+            assert self._on_device is not None
+            for index in indices:
+                yield self._make_batch(self._on_device.index_select(0, index), index)
+        else:
+            yield from self._staged_batches(chunks, indices)
 
-    def _make_batch(self, images: torch.Tensor, rows: np.ndarray | torch.Tensor) -> Batch:
-        """Assemble a batch from images already gathered; moves them if needed (mps)."""
-        index = torch.as_tensor(rows, dtype=torch.int64)
-        host_index = index.cpu()
-        if images.device != self.device:
-            images = images.to(self.device, non_blocking=True)
-            index = index.to(self.device, non_blocking=True)
-        labels_index = index if self.residency != "host" else host_index
-        labels = None
-        if self._labels is not None:
-            labels = self._labels.index_select(0, labels_index).to(self.device)
-        extra = {
-            name: values.index_select(0, labels_index).to(self.device)
-            for name, values in self._extra.items()
-        }
-        return Batch(images=images.unsqueeze(1), labels=labels, index=index, extra=extra)
+    def _make_batch(self, images: torch.Tensor, index: torch.Tensor) -> Batch:
+        """Assemble a batch; ``index`` lives where the label tensors live."""
+        labels = None if self._labels is None else self._labels.index_select(0, index)
+        extra = {name: values.index_select(0, index) for name, values in self._extra.items()}
+        batch = Batch(images=images.unsqueeze(1), labels=labels, index=index, extra=extra)
+        if self.residency == "host" and self.device.type != "cpu":  # e.g. mps: move it all
+            batch = Batch(
+                images=batch.images.to(self.device),
+                labels=None if labels is None else labels.to(self.device),
+                index=index.to(self.device),
+                extra={name: values.to(self.device) for name, values in extra.items()},
+            )
+        return batch
 
-    def _device_batches(self, chunks: list[np.ndarray]) -> Iterator[Batch]:
-        assert self._on_device is not None
-        for rows in chunks:
-            index = torch.from_numpy(rows).to(self.device, non_blocking=True)
-            yield self._make_batch(self._on_device.index_select(0, index), index)
-
-    def _pinned_batches(self, chunks: list[np.ndarray]) -> Iterator[Batch]:
+    def _staged_batches(
+        self, chunks: list[np.ndarray], indices: list[torch.Tensor]
+    ) -> Iterator[Batch]:
         """Gather into two pinned buffers in turn; batch k+1 is staged before k is yielded."""
         side = self.images.shape[1:]
         cuda = self.device.type == "cuda"  # False only when a test forces this path on CPU
@@ -223,17 +226,16 @@ class BatchLoader:
         def stage(k: int) -> Batch:
             slot = k % 2
             if copied[slot] is not None:
-                copied[slot].synchronize()  # the copy from this buffer two batches ago is done
+                copied[slot].synchronize()  # the copy out of this buffer (batch k-2) is done
             rows = chunks[k]
             host = buffers[slot][: len(rows)]
             np.take(self.images, rows, axis=0, out=host.numpy())
             if not cuda:
-                return self._make_batch(host.clone(), rows)
+                return self._make_batch(host.clone(), indices[k])
             images = host.to(self.device, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            copied[slot] = event
-            return self._make_batch(images, torch.from_numpy(rows).to(self.device))
+            copied[slot] = torch.cuda.Event()
+            copied[slot].record()
+            return self._make_batch(images, indices[k])
 
         pending = stage(0) if chunks else None
         for k in range(len(chunks)):

@@ -226,10 +226,11 @@ def _load_trusted(
     )
 
 
-def _raise_for_bad(bad: list[BadImage], total: int) -> None:
-    first = bad[0].reason
-    more = f" ({len(bad)} of {total} images cannot be read)" if len(bad) > 1 else ""
-    raise ImageReadError(first + more)
+def _raise_for_bad(bad: list[BadImage], total: int, complete: bool = True) -> None:
+    """Raise for the first bad file; say how many there are when that is known."""
+    count = f"{len(bad)} of {total}" if complete else f"at least {len(bad)} of {total}"
+    more = f" ({count} images cannot be read)" if len(bad) > 1 else ""
+    raise ImageReadError(bad[0].reason + more)
 
 
 def build_cache(
@@ -323,7 +324,7 @@ def build_cache(
                 bad += [BadImage(row, paths[row], reason) for row, reason in chunk_bad]
                 notes += chunk_notes
                 if bad and not skip_bad:
-                    _raise_for_bad(bad, n)
+                    _raise_for_bad(bad, n, complete=False)  # stop early: no point going on
                 bar.update(min(chunk, n - start))
         bad.sort(key=lambda item: item.row)
         notes.sort()

@@ -11,9 +11,11 @@ study, and views of one patient look alike, so a patient's rows all go to one si
 Assignment is greedy and deterministic. Each (body part, label) pair is a cell with a target of
 `val_fraction` times its number of training studies. Patients are visited in an order drawn
 from `seed`; a patient goes to validation when adding its studies brings the validation counts
-closer (in squared distance) to the targets, else to train. Validation thus gets close to
-`val_fraction` of the studies of every part and label, so each part's abnormal rate is about
-the same in train and val, also for patients with studies of several parts.
+closer (in squared distance) to the targets without overfilling any cell by more than half a
+study, else to train. Validation thus gets close to `val_fraction` of the studies of every part
+and label, so each part's abnormal rate is about the same in train and val, also for patients
+with studies of several parts. On a toy tree where every patient would overfill some cell, the
+overfill rule is dropped rather than leave validation empty.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ def split_by_patient(frame: pd.DataFrame, val_fraction: float = 0.2, seed: int =
             "split_by_patient: the frame has no official-train rows to split into train and "
             "val. Read a tree that holds MURA-v1.1/train/."
         )
-    val_patients = _greedy_val_patients(out.loc[is_train], float(val_fraction), int(seed))
+    train = out.loc[is_train]
+    val_patients = _greedy_val_patients(train, float(val_fraction), int(seed), strict=True)
+    if not val_patients:
+        val_patients = _greedy_val_patients(train, float(val_fraction), int(seed), strict=False)
     in_val = out["patient_id"].isin(val_patients).to_numpy() & is_train
     if not in_val.any() or in_val.sum() == is_train.sum():
         n_patients = out.loc[is_train, "patient_id"].nunique()
@@ -73,8 +78,10 @@ def split_by_patient(frame: pd.DataFrame, val_fraction: float = 0.2, seed: int =
     return out
 
 
-def _greedy_val_patients(train: pd.DataFrame, val_fraction: float, seed: int) -> set[int]:
-    """Patient ids chosen for validation (see the module docstring for the rule)."""
+def _greedy_val_patients(
+    train: pd.DataFrame, val_fraction: float, seed: int, strict: bool
+) -> set[int]:
+    """Patient ids chosen for validation (see the module docstring; `strict`: overfill rule)."""
     studies = train.drop_duplicates("study_id")[["patient_id", "body_part", "label"]]
     cell = studies["body_part"].astype(str) + ":" + studies["label"].astype(str)
     cells = sorted(cell.unique())
@@ -91,9 +98,12 @@ def _greedy_val_patients(train: pd.DataFrame, val_fraction: float, seed: int) ->
     chosen: set[int] = set()
     for pid in patients[order].tolist():
         counts = per_patient[pid]
-        # Decrease of sum((deficit - added)^2) if this patient joins val.
+        # Decrease of sum((deficit - added)^2) if this patient joins val. A patient that would
+        # overfill a cell by more than half a study is refused even when it helps other cells:
+        # on small trees, patients with several parts otherwise skew a part's abnormal rate.
         gain = sum(2.0 * deficit[c] * n - n * n for c, n in counts.items())
-        if gain > 0:
+        overfills = strict and any(deficit[c] - n < -0.5 for c, n in counts.items())
+        if gain > 0 and not overfills:
             chosen.add(pid)
             for c, n in counts.items():
                 deficit[c] -= n

@@ -103,6 +103,12 @@ def set_trainable(model: nn.Module, prefixes: Sequence[str] | None) -> None:
     eval mode by :func:`freeze_batchnorm_stats` during training), as in a true frozen stem.
     """
     names = [name for name, _ in model.named_parameters()]
+    if prefixes is not None and not prefixes:
+        # would freeze everything and fail later in the optimizer, far from the cause
+        raise ConfigError(
+            "trainable names no parameter prefix: use 'all', 'auto' or a comma-separated "
+            "list of prefixes such as 'layer4,fc'"
+        )
     if prefixes is not None:
         unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
         if unknown:

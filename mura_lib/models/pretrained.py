@@ -11,6 +11,7 @@ produce misleading results.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -22,6 +23,13 @@ from mura_lib.errors import WeightsUnavailableError
 # Seconds to wait for the download server before giving up (an offline machine fails at once
 # on DNS; a firewalled one would otherwise hang for minutes).
 DOWNLOAD_TIMEOUT_S = 20
+
+# torchvision's DenseNet weight files predate a module rename: they hold keys such as
+# "denselayer1.norm.1.weight" where the model has "denselayer1.norm1.weight". torchvision's
+# own densenet loader renames them with this pattern; so must we.
+_LEGACY_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def imagenet_weights_path(arch: str) -> tuple[str, Path]:
@@ -40,12 +48,19 @@ def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         _download(url, path, arch)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which and what to do
         raise WeightsUnavailableError(
             f"the ImageNet weights file {path} cannot be read ({err}); delete it and run again "
             "to download a fresh copy"
         ) from err
+    return {_current_key(key): value for key, value in state_dict.items()}
+
+
+def _current_key(key: str) -> str:
+    """The model's name for a (possibly legacy DenseNet) key of a torchvision weights file."""
+    match = _LEGACY_DENSENET_KEY.match(key)
+    return match.group(1) + match.group(2) if match else key
 
 
 def _download(url: str, path: Path, arch: str) -> None:

@@ -44,9 +44,10 @@ class Finding:
 def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
     """Draw the kind, subtlety, place and shape of a study's abnormality."""
     kind = KINDS[int(rng.choice(len(KINDS), p=KIND_WEIGHTS))]
-    # Subtlety spreads over 0..1 with a little more weight on the middle; hardware is rarely
-    # subtle (metal is always bright), so its subtlety is compressed towards 0.
-    subtlety = float(rng.beta(1.2, 1.2))
+    # Subtlety spreads over 0..1, a little more weight on the obvious side (most abnormal
+    # films in MURA show their finding plainly); hardware is rarely subtle (metal is always
+    # bright), so its subtlety is compressed towards 0.
+    subtlety = float(rng.beta(1.0, 1.4))
     if kind == "hardware":
         subtlety *= 0.7
     e = 1.0 - subtlety  # evidence
@@ -61,28 +62,29 @@ def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
         # hairlines that cross part of the bone.
         displaced = e > 0.3 or rng.uniform() < 0.3
         return Finding(kind, subtlety, bone.name, t, theta,
-                       size=bone.r_mid * (0.1 + 0.5 * e),
-                       contrast=min(1.0, 0.4 + 0.6 * e),
-                       shift=bone.r_mid * (0.3 + 1.3 * e) * e * rng.uniform(0.6, 1.0) * displaced,
-                       angulation=0.5 * e * rng.uniform(-1, 1) * displaced,
+                       size=bone.r_mid * (0.15 + 0.9 * e),
+                       contrast=min(1.0, 0.4 + 0.8 * e),
+                       shift=bone.r_mid * 2.0 * e * rng.uniform(0.6, 1.0) * displaced,
+                       angulation=0.6 * e * rng.uniform(0.5, 1.0) * rng.choice([-1, 1])
+                       * displaced,
                        obliquity=float(rng.uniform(-0.7, 0.7)),
                        extent=min(1.0, 0.4 + 0.9 * e))
     if kind == "lesion":
         # Aggressive lesions are large, expand past the cortex and punch the bone out.
         return Finding(kind, subtlety, bone.name, t, theta,
-                       size=bone.r_mid * (0.45 + 0.75 * e), contrast=0.3 + 0.65 * e,
+                       size=bone.r_mid * (0.45 + 0.85 * e), contrast=0.3 + 0.65 * e,
                        shift=0.0, angulation=0.0, obliquity=float(rng.uniform(1.2, 2.2)),
                        extent=float(rng.uniform() < 0.4))  # 1 = sclerotic rim
     if kind == "hardware":
-        style = 0 if e > 0.55 else (1 if e > 0.4 else 2)  # plate, screws, wire
+        style = 0 if e > 0.45 else (1 if e > 0.38 else 2)  # plate, screws, wire
         return Finding(kind, subtlety, bone.name, t, theta,
-                       size=_bone_length(bone) * (0.15 + 0.3 * e), contrast=0.0,
+                       size=_bone_length(bone) * (0.2 + 0.35 * e), contrast=0.0,
                        shift=float(style), angulation=float(rng.uniform(-0.6, 0.6)),
                        obliquity=0.0, extent=float(rng.integers(2, 6)))
     index = int(rng.integers(len(anatomy.joints)))
     radius = anatomy.joints[index][1]
-    return Finding(kind, subtlety, bone.name, t, theta, size=radius * (0.35 + 0.55 * e),
-                   contrast=0.5 + 0.5 * e, shift=0.0, angulation=0.0, obliquity=0.0,
+    return Finding(kind, subtlety, bone.name, t, theta, size=radius * (0.4 + 0.8 * e),
+                   contrast=0.6 + 0.8 * e, shift=0.0, angulation=0.0, obliquity=0.0,
                    extent=float(index))
 
 
@@ -193,7 +195,7 @@ def hardware_metal(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndar
         for k in range(max(1, n_screws // 2)):
             q3 = c3 + axis3 * (k - 0.5) * 0.9 + radial * (b.r_mid + 0.3)
             end = q3 - radial * (2 * b.r_mid + 0.5) + axis3 * f.angulation
-            metal += _rod(win, proj(q3), proj(end), 0.16 * s, s)
+            metal += _rod(win, proj(q3), proj(end), 0.22 * s, s)
     else:  # a thin Kirschner wire crossing the bone obliquely
         q3 = c3 + axis3 * half + radial * (b.r_mid + 0.8)
         end = c3 - axis3 * half - radial * (b.r_mid + 0.3)

@@ -1,0 +1,125 @@
+"""Class activation maps: shape, the mean-equals-logit identity, localisation, other models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mura_lib.data.augment import normalize
+from mura_lib.errors import ConfigError
+from mura_lib.models.build import build_model
+from mura_lib.models.cam import cam_overlay, class_activation_maps
+
+S, PATCH = 64, 16  # resnet18's layer4 is 2 x 2 at S=64: one feature cell per quadrant
+
+
+def patch_images(
+    generator: torch.Generator, n: int, corners: list[tuple[int, int] | None]
+) -> torch.Tensor:
+    """Normalised (n, 1, S, S) dark noise, with a bright PATCH square at each given corner."""
+    x = torch.randint(0, 60, (n, 1, S, S), generator=generator, dtype=torch.uint8)
+    for i, corner in enumerate(corners):
+        if corner is not None:
+            r, c = corner
+            x[i, :, r : r + PATCH, c : c + PATCH] = 255
+    return normalize(x)
+
+
+@pytest.fixture(scope="module")
+def patch_model() -> torch.nn.Module:
+    """A resnet18 (random init) trained for a few steps to call bright patches abnormal."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model = build_model("resnet18", "none")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(8):  # maps peak at the patch from step 4 on; 8 leave a margin
+        labels = torch.arange(16) % 2
+        corners = [
+            tuple(torch.randint(0, S - PATCH, (2,), generator=generator).tolist()) if y else None
+            for y in labels
+        ]
+        logits = model(patch_images(generator, 16, corners)).squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_shape_and_logits_match_the_model(patch_model):
+    x = patch_images(torch.Generator().manual_seed(1), 3, [None, (4, 4), (40, 20)])
+    cams, logits = class_activation_maps(patch_model, x)
+    assert cams.shape == (3, S, S) and logits.shape == (3,)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, patch_model(x).squeeze(1))
+    # it did learn the patches (eval-mode BatchNorm statistics still lag after 8 steps,
+    # so compare with the plain image rather than with 0)
+    assert min(logits[1], logits[2]) > logits[0] + 10
+
+
+def test_spatial_mean_equals_the_logit(patch_model):
+    """The CAM's mean equals the logit (global average pooling, then a linear layer).
+
+    Exact at the feature resolution; the returned map is upsampled bilinearly
+    (align_corners=False) by an integer factor (32 here), which keeps the mean: with the edge
+    clamping each source cell spreads a total weight of exactly factor**2. So only float
+    rounding separates the two.
+    """
+    x = patch_images(torch.Generator().manual_seed(2), 4, [None, (0, 0), (48, 48), (20, 30)])
+    cams, logits = class_activation_maps(patch_model, x)
+    torch.testing.assert_close(cams.mean(dim=(1, 2)), logits, rtol=1e-5, atol=1e-4)
+
+
+def test_one_feature_cell_gives_a_flat_map_equal_to_the_logit(patch_model):
+    # at S=32 layer4 is 1 x 1: the CAM is that one value everywhere, exactly the logit
+    x = normalize(torch.randint(0, 255, (2, 1, 32, 32), dtype=torch.uint8))
+    cams, logits = class_activation_maps(patch_model, x)
+    torch.testing.assert_close(cams, logits[:, None, None].expand(-1, 32, 32))
+
+
+@pytest.mark.parametrize(
+    ("corner", "quadrant"),
+    [((6, 6), (0, 0)), ((6, 42), (0, 1)), ((42, 6), (1, 0)), ((42, 42), (1, 1))],
+)
+def test_map_peaks_where_the_patch_is(patch_model, corner, quadrant):
+    x = patch_images(torch.Generator().manual_seed(3), 1, [corner])
+    cams, _ = class_activation_maps(patch_model, x)
+    row, col = divmod(int(cams[0].argmax()), S)
+    assert (row // (S // 2), col // (S // 2)) == quadrant
+
+
+def test_training_mode_is_restored(patch_model):
+    patch_model.train()
+    try:
+        class_activation_maps(patch_model, torch.zeros(1, 1, S, S))
+        assert patch_model.training
+    finally:
+        patch_model.eval()
+
+
+def test_densenet_maps():
+    torch.manual_seed(0)
+    model = build_model("densenet121", "none").eval()
+    x = torch.randn(2, 1, S, S)
+    cams, logits = class_activation_maps(model, x)
+    assert cams.shape == (2, S, S)
+    torch.testing.assert_close(cams.mean(dim=(1, 2)), logits, rtol=1e-5, atol=1e-4)
+
+
+def test_unsupported_architecture():
+    model = build_model("efficientnet_b0", "none")
+    with pytest.raises(ConfigError, match="for ResNet and DenseNet models, not EfficientNet$"):
+        class_activation_maps(model, torch.zeros(1, 1, 32, 32))
+
+
+@pytest.mark.parametrize("cam", [np.linspace(-1, 3, 32 * 32).reshape(32, 32), np.ones((32, 32))])
+def test_overlay_is_an_rgb_image_of_the_input_size(cam):
+    image = np.full((32, 32), 100, dtype=np.uint8)
+    overlay = cam_overlay(image, cam)
+    assert overlay.mode == "RGB" and overlay.size == (32, 32)
+    pixels = np.asarray(overlay)
+    if cam.min() == cam.max():  # a flat map tints the image evenly
+        assert (pixels == pixels[0, 0]).all()

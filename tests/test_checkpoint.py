@@ -1,0 +1,153 @@
+"""Checkpoints: plain dicts loadable with weights_only=True, atomic saves, clear load errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mura_lib import __version__
+from mura_lib.errors import CheckpointError
+from mura_lib.models.build import build_model
+from mura_lib.models.checkpoint import (
+    FORMAT,
+    code_version,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    to_cpu,
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model("resnet18", "none")
+    # non-trivial BatchNorm buffers, so the round trip has to carry them
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 1, 32, 32))
+    return model.eval()
+
+
+def make_checkpoint(model: torch.nn.Module, threshold: float = 0.4) -> dict:
+    return {
+        "model": model.state_dict(),
+        "model_args": {"arch": "resnet18", "in_chans": 1, "trainable": None},
+        "image_size": 32,
+        "resize": "letterbox",
+        "normalization": {"mean": [0.449], "std": [0.226]},
+        "threshold": threshold,
+        "threshold_rule": "max_kappa",
+        "history": [{"epoch": 1, "val_loss": 0.5, "study_auroc": None}],
+        "epoch": 0,
+    }
+
+
+def tensors_of(obj) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in tensors_of(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in tensors_of(v)]
+    return []
+
+
+def test_round_trip_is_a_plain_dict_of_cpu_tensors(tmp_path, model):
+    path = save_checkpoint(make_checkpoint(model), tmp_path / "run" / "best.pt")
+    raw = torch.load(path, weights_only=True)  # no unpickling of arbitrary objects
+    assert type(raw) is dict and raw["format"] == FORMAT
+    assert raw["threshold"] == 0.4 and raw["history"][0]["study_auroc"] is None
+    tensors = tensors_of(raw)
+    assert len(tensors) == len(model.state_dict())
+    assert all(t.device.type == "cpu" for t in tensors)
+
+    rebuilt = model_from_checkpoint(load_checkpoint(path))
+    assert not rebuilt.training
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+
+
+def test_to_cpu_keeps_the_structure():
+    value = {"a": [torch.ones(2, requires_grad=True), (1, "x")], "b": {"c": torch.zeros(1)}}
+    moved = to_cpu(value)
+    assert isinstance(moved["a"], list) and moved["a"][1] == (1, "x")
+    assert not moved["a"][0].requires_grad  # detached: nothing of the graph is saved
+
+
+@pytest.mark.parametrize("interrupt", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_interrupted_save_keeps_the_previous_file(tmp_path, model, monkeypatch, interrupt):
+    path = save_checkpoint(make_checkpoint(model, threshold=0.3), tmp_path / "last.pt")
+    real_save = torch.save
+
+    def save_half_then_fail(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as handle:  # leave a truncated file where it was writing
+            handle.truncate(100)
+        raise interrupt
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(type(interrupt)):
+        save_checkpoint(make_checkpoint(model, threshold=0.9), path)
+    monkeypatch.undo()
+
+    assert load_checkpoint(path)["threshold"] == 0.3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left
+
+
+def test_save_refuses_an_incomplete_checkpoint(tmp_path, model):
+    checkpoint = make_checkpoint(model)
+    del checkpoint["normalization"]
+    with pytest.raises(ValueError, match="lacks \\['normalization'\\]"):
+        save_checkpoint(checkpoint, tmp_path / "best.pt")
+    assert not (tmp_path / "best.pt").exists()
+
+
+def _garbage(path: Path, model: torch.nn.Module) -> None:
+    path.write_bytes(b"GIF89a not a checkpoint at all")
+
+
+def _foreign_dict(path: Path, model: torch.nn.Module) -> None:
+    torch.save({"epoch": 3, "model_state": model.state_dict()}, path)
+
+
+def _bare_state_dict(path: Path, model: torch.nn.Module) -> None:
+    torch.save(model.state_dict(), path)
+
+
+def _pickled_module(path: Path, model: torch.nn.Module) -> None:
+    torch.save(torch.nn.Linear(2, 1), path)  # the original project's habit: a pickled object
+
+
+def _incomplete(path: Path, model: torch.nn.Module) -> None:
+    checkpoint = {"format": FORMAT, **make_checkpoint(model)}
+    del checkpoint["image_size"], checkpoint["resize"]
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize(
+    ("write", "expected"),
+    [
+        (None, "does not exist: train one with `python -m mura_lib train`"),
+        (_garbage, "is not a readable checkpoint"),
+        (_pickled_module, "is not a readable checkpoint"),
+        (_foreign_dict, f"is not a {FORMAT} checkpoint (a bare state dict or another project"),
+        (_bare_state_dict, f"is not a {FORMAT} checkpoint"),
+        (_incomplete, "lacks ['image_size', 'resize']: it is incomplete, retrain"),
+    ],
+)
+def test_load_errors_name_the_file_and_the_fix(tmp_path, model, write, expected):
+    path = tmp_path / "model.pt"
+    if write is not None:
+        write(path, model)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_code_version_names_the_package_version():
+    assert code_version().startswith(f"{__version__}+")
