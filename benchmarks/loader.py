@@ -228,8 +228,10 @@ def time_training(
     seconds = {"model_only": 0.0, "pipeline": 0.0}
     per_round: dict[str, list[float]] = {"model_only": [], "pipeline": []}
     batch = len(fixed[0])
-    for _ in range(rounds):
-        for kind in ("model_only", "pipeline"):
+    for r in range(rounds):
+        # ABBA order: neither kind always runs first in its round while the load drifts.
+        kinds = ("model_only", "pipeline") if r % 2 == 0 else ("pipeline", "model_only")
+        for kind in kinds:
             started = time.perf_counter()
             for _ in range(steps_per_round):
                 if kind == "model_only":
@@ -319,9 +321,10 @@ def run_benchmark(args: argparse.Namespace, device: torch.device) -> dict[str, o
     step = make_step(model, device, amp=cuda, channels_last=channels_last)
     first = next(iter(loader.epoch(0)))
     fixed = (augmenter(first.images), first.labels)
-    # CPU: a step takes seconds; few steps per round, several rounds against load drift.
-    steps = args.steps or (50 if cuda else 2)
-    rounds = args.rounds or 3
+    # CPU: a step takes seconds, so one step per round and several rounds (an even number,
+    # for the ABBA order); CUDA: steps are milliseconds.
+    steps = args.steps or (50 if cuda else 1)
+    rounds = args.rounds or 4
     result.update(
         time_training(
             step,

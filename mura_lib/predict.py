@@ -200,6 +200,25 @@ def _write_cams(
     cam_dir: Path, views: list[Path], arrays: list[np.ndarray], cams: np.ndarray
 ) -> None:
     cam_dir.mkdir(parents=True, exist_ok=True)
-    for view, image, cam in zip(views, arrays, cams, strict=True):
-        # study folder name + image name keeps overlays of different studies apart
-        cam_overlay(image, cam).save(cam_dir / f"{view.parent.name}_{view.stem}_cam.png")
+    for name, image, cam in zip(cam_file_names(views), arrays, cams, strict=True):
+        cam_overlay(image, cam).save(cam_dir / name)
+
+
+def cam_file_names(views: list[Path]) -> list[str]:
+    """One overlay file name per view, distinct so that no overlay overwrites another.
+
+    The study folder alone is not enough: in MURA nearly every study is ``study1_positive`` or
+    ``study1_negative``, so the name holds the last three folders (part, patient, study) and
+    the image name, and is numbered when two inputs still share it.
+    """
+    names: list[str] = []
+    for view in views:
+        absolute = view.resolve()
+        folders = [part for part in absolute.parent.parts[-3:] if part != absolute.anchor]
+        base = name = "_".join([*folders, view.stem])
+        n = 1
+        while f"{name}_cam.png" in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(f"{name}_cam.png")
+    return names

@@ -17,6 +17,9 @@ from mura_lib.models.build import (
 )
 from mura_lib.models.checkpoint import save_checkpoint
 
+pytest_plugins = ["fixtures_training"]  # one_torch_thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture
 def fake_imagenet(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, torch.Tensor]]:

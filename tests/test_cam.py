@@ -12,6 +12,9 @@ from mura_lib.errors import ConfigError
 from mura_lib.models.build import build_model
 from mura_lib.models.cam import cam_overlay, class_activation_maps
 
+pytest_plugins = ["fixtures_training"]  # one_torch_thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 S, PATCH = 64, 16  # resnet18's layer4 is 2 x 2 at S=64: one feature cell per quadrant
 
 
@@ -28,7 +31,7 @@ def patch_images(
 
 
 @pytest.fixture(scope="module")
-def patch_model() -> torch.nn.Module:
+def patch_model(one_torch_thread) -> torch.nn.Module:
     """A resnet18 (random init) trained for a few steps to call bright patches abnormal."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)

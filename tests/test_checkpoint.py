@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,12 @@ from mura_lib.models.checkpoint import (
     to_cpu,
 )
 
+pytest_plugins = ["fixtures_training"]  # one_torch_thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
+def model(one_torch_thread) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model("resnet18", "none")
     # non-trivial BatchNorm buffers, so the round trip has to carry them
@@ -69,6 +73,14 @@ def test_round_trip_is_a_plain_dict_of_cpu_tensors(tmp_path, model):
     x = torch.randn(3, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_checkpoint_of_a_cuda_model_loads_on_a_cpu_only_machine(tmp_path, model):
+    cuda_model = copy.deepcopy(model).cuda()
+    path = save_checkpoint(make_checkpoint(cuda_model), tmp_path / "best.pt")
+    raw = torch.load(path, weights_only=True)  # no map_location: the file itself is on CPU
+    assert all(t.device.type == "cpu" for t in tensors_of(raw))
 
 
 def test_to_cpu_keeps_the_structure():

@@ -174,12 +174,9 @@ def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 def normalize(images: torch.Tensor, mean: float = GRAY_MEAN, std: float = GRAY_STD) -> torch.Tensor:
     """The evaluation path: uint8 (or [0, 255] float) images to normalised float32."""
-    return _normalize_(images.to(torch.float32, copy=True), mean, std)
-
-
-def _normalize_(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """In place on a float tensor of [0, 255] values: one fused multiply-subtract pass."""
-    return x.mul_(1.0 / (255.0 * std)).sub_(mean / std)
+    # uint8 * float promotes to float32 in the same pass as the scaling: two passes in all.
+    scaled = torch.mul(images, 1.0 / (255.0 * std)).to(torch.float32)
+    return scaled.sub_(mean / std)
 
 
 def host_to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -209,18 +206,27 @@ def apply_augmentation(
         dim=1,
     )
     packed = host_to_device(packed, images.device)
+    if not config.is_geometric and not config.brightness and not config.contrast:
+        return normalize(images, config.mean, config.std)
     x = images.to(torch.float32, copy=True)  # the steps below work in place on this copy
     if config.is_geometric:
         x = warp(x, packed[:, :6].reshape(-1, 2, 3))
     shape = (-1, 1, 1, 1)
     if config.brightness:
-        # Brightness as ColorJitter: scale, then clamp to the valid range [0, 255].
-        x = x.mul_(packed[:, 6].reshape(shape)).clamp_(0.0, 255.0)
+        # Brightness as ColorJitter: scale, then clamp to the valid range (x >= 0 already).
+        x = x.mul_(packed[:, 6].reshape(shape)).clamp_(max=255.0)
+    # Contrast as ColorJitter blends each image with its own mean gray level m and clamps to
+    # [0, 255]; normalisation follows. Both are affine, so they fold into one multiply-add
+    # and one clamp (in normalised units): every pass over the batch costs about as much as
+    # the model's cheapest layer on a CPU.
+    scale = 1.0 / (255.0 * config.std)
+    low, high = -config.mean / config.std, (1.0 - config.mean) / config.std
     if config.contrast:
-        # Contrast as ColorJitter: blend each image with its own mean gray level.
+        factor = packed[:, 7].reshape(shape)
         level = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = x.sub_(level).mul_(packed[:, 7].reshape(shape)).add_(level).clamp_(0.0, 255.0)
-    return _normalize_(x, config.mean, config.std)
+        offset = level * (1.0 - factor) * scale + low
+        return torch.addcmul(offset, x, factor * scale).clamp_(low, high)
+    return x.mul_(scale).add_(low)
 
 
 def augment(
