@@ -13,7 +13,7 @@ from mura_lib.config import NOTEBOOKS_DIR, PROJ_ROOT, SAMPLE_ROOT
 from mura_lib.errors import ConfigError
 from mura_lib.reproduce import NOTEBOOKS, NotebookFailed, load_profile, run_pipeline
 
-pytestmark = pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="data_sample/ is missing")
+needs_sample = pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="data_sample/ is missing")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def smoke_run(tmp_path_factory):
     return root, results
 
 
+@needs_sample
 def test_pipeline_writes_every_result(smoke_run):
     root, results = smoke_run
     assert results == root / "results" / "smoke"
@@ -47,6 +48,7 @@ def test_pipeline_writes_every_result(smoke_run):
     assert not list((root / "results").glob(".staging-*"))
 
 
+@needs_sample
 def test_metrics_json_has_the_evaluate_schema(smoke_run):
     _, results = smoke_run
     metrics = json.loads((results / "metrics.json").read_text())
@@ -65,6 +67,7 @@ def test_metrics_json_has_the_evaluate_schema(smoke_run):
     }
 
 
+@needs_sample
 def test_manifest_records_the_run(smoke_run):
     _, results = smoke_run
     manifest = json.loads((results / "manifest.json").read_text())
@@ -75,6 +78,7 @@ def test_manifest_records_the_run(smoke_run):
     assert {"torch", "papermill"} <= set(manifest["packages"])
 
 
+@needs_sample
 def test_failing_notebook_keeps_previous_results(tmp_path):
     previous = tmp_path / "results" / "smoke"
     previous.mkdir(parents=True)
@@ -98,6 +102,7 @@ def test_failing_notebook_keeps_previous_results(tmp_path):
     assert not (tmp_path / "models" / "smoke").exists()
 
 
+@needs_sample
 def test_cli_exits_non_zero_and_names_the_notebook(tmp_path):
     proc = subprocess.run(
         [

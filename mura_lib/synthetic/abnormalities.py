@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from mura_lib.synthetic.anatomy import Anatomy, Bone, Projector
-from mura_lib.synthetic.primitives import Window, capsule_thickness
+from mura_lib.synthetic.primitives import Window, capsule_thickness, chord
 
 KINDS = ("fracture", "hardware", "lesion", "swelling")
-KIND_WEIGHTS = (0.42, 0.18, 0.25, 0.15)  # fractures dominate MURA's abnormal studies
+KIND_WEIGHTS = (0.42, 0.2, 0.26, 0.12)  # fractures dominate MURA's abnormal studies
 MU_METAL = 6.0  # per cm: steel is far denser than bone and saturates the film
+MU_CAST = 0.3  # per cm: plaster, about a third as dense as cortical bone
 
 DensityFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -39,6 +40,7 @@ class Finding:
     angulation: float  # fracture: bend of the distal fragment, radians
     obliquity: float  # fracture: tilt of the line from perpendicular; lesion: elongation
     extent: float  # fracture: share of the bone's width the line crosses
+    cast: bool = False  # fracture: the limb is in a plaster cast
 
 
 def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
@@ -61,6 +63,9 @@ def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
         # Obvious fractures are complete, wide and displaced or angulated; subtle ones are
         # hairlines that cross part of the bone.
         displaced = e > 0.3 or rng.uniform() < 0.3
+        # Plain fractures are often filmed in their cast (MURA has many); a cast makes a study
+        # easy to call, so it goes with the less subtle fractures.
+        cast = bool(rng.uniform() < 0.6 * e)
         return Finding(kind, subtlety, bone.name, t, theta,
                        size=bone.r_mid * (0.15 + 0.9 * e),
                        contrast=min(1.0, 0.4 + 0.8 * e),
@@ -68,7 +73,7 @@ def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
                        angulation=0.6 * e * rng.uniform(0.5, 1.0) * rng.choice([-1, 1])
                        * displaced,
                        obliquity=float(rng.uniform(-0.7, 0.7)),
-                       extent=min(1.0, 0.4 + 0.9 * e))
+                       extent=min(1.0, 0.4 + 0.9 * e), cast=cast)
     if kind == "lesion":
         # Aggressive lesions are large, expand past the cortex and punch the bone out.
         return Finding(kind, subtlety, bone.name, t, theta,
@@ -220,6 +225,34 @@ def _seg_dist(win: Window, q0: np.ndarray, q1: np.ndarray) -> np.ndarray:
 def _rod(win: Window, q0: np.ndarray, q1: np.ndarray, r_px: float, scale: float) -> np.ndarray:
     """Metal attenuation of a cylindrical screw or wire (path length in cm times MU_METAL)."""
     return capsule_thickness(win.x, win.y, q0, q1, r_px, r_px) / scale * MU_METAL
+
+
+def cast_path(f: Finding, anatomy: Anatomy, b: Bone, proj: Projector, win: Window) -> np.ndarray:
+    """Plaster path length (times MU_CAST) of a cast around the limb at the fracture site.
+
+    The cast is a tube 0.6 cm thick around the nearest soft-tissue cylinder, 16 cm long (less
+    on short limbs), with open ends.
+    """
+    p = site(f, b)
+    best = None
+    for limb in anatomy.limbs:  # the soft-tissue cylinder the fracture lies in
+        a0, a1 = np.asarray(limb.p0), np.asarray(limb.p1)
+        d = a1 - a0
+        t = float(np.clip((p - a0) @ d / (d @ d + 1e-9), 0.0, 1.0))
+        dist = float(np.linalg.norm(a0 + t * d - p))
+        if best is None or dist < best[0]:
+            best = (dist, a0, a1, limb.r0 + (limb.r1 - limb.r0) * t)
+    _, a0, a1, radius = best
+    axis = (a1 - a0) / (np.linalg.norm(a1 - a0) + 1e-9)
+    half = min(8.0, 2.2 * radius + 2.0)
+    q0, q1 = proj(p - axis * half), proj(p + axis * half)
+    s = proj.scale
+    d = q1 - q0
+    t = ((win.x - q0[0]) * d[0] + (win.y - q0[1]) * d[1]) / (d @ d + 1e-9)
+    dist = np.hypot(win.x - q0[0] - np.clip(t, 0, 1) * d[0], win.y - q0[1] - np.clip(t, 0, 1) * d[1])
+    r_in, r_out = (radius + 0.15) * s, (radius + 0.75) * s
+    shell = chord(r_out, dist) - chord(r_in, dist)
+    return np.where((t >= 0) & (t <= 1), shell, 0.0) / s * MU_CAST
 
 
 def swelling_centre(f: Finding, anatomy: Anatomy) -> tuple[np.ndarray, float]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from mura_lib.synthetic.abnormalities import (
     Finding,
+    cast_path,
     fractured,
     hardware_metal,
     lesion_factor,
@@ -49,10 +50,11 @@ class Layers:
     soft: np.ndarray
     bone: np.ndarray
     metal: np.ndarray
+    cast: np.ndarray
 
     def total(self) -> np.ndarray:
         """Everything the ray crossed."""
-        return self.soft * MU_SOFT + self.bone + self.metal
+        return self.soft * MU_SOFT + self.bone + self.metal + self.cast
 
 
 def rasterise(
@@ -60,7 +62,7 @@ def rasterise(
 ) -> Layers:
     """Draw every limb, bone and blob of `anatomy` (with `finding`, if any) on a (h, w) grid."""
     s = proj.scale
-    soft, bone, metal = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    soft, bone, metal, cast = (np.zeros(shape) for _ in range(4))
     for limb in anatomy.limbs:
         q0, q1 = proj(limb.p0), proj(limb.p1)
         win = window(shape, *tube_box(q0, q1, max(limb.r0, limb.r1) * s))
@@ -99,9 +101,11 @@ def rasterise(
             merged[win.rows, win.cols] = np.maximum(merged[win.rows, win.cols], dens)
         else:
             bone[win.rows, win.cols] += dens
+        full = window(shape, 0, shape[1], 0, shape[0])
         if hit and finding.kind == "hardware":
-            full = window(shape, 0, shape[1], 0, shape[0])
             metal += hardware_metal(finding, b, proj, full)
+        if hit and finding.cast:
+            cast += cast_path(finding, anatomy, b, proj, full)
     for blob in anatomy.blobs:
         c = proj(blob.c)
         rx, ry, rz = proj.blob_axes(blob)
@@ -119,7 +123,7 @@ def rasterise(
             dens = arc_density(win.x, win.y, c, arc.radius * s, arc.r_bone * s,
                                proj.arc_angles(arc), 0.45)
             bone[win.rows, win.cols] += dens / s
-    return Layers(soft, bone, metal)
+    return Layers(soft, bone, metal, cast)
 
 
 def changed_box(
@@ -156,7 +160,8 @@ def develop(layers: Layers, rng: np.random.Generator, side: str) -> np.ndarray:
     a = soft_level / (np.median(tissue) if tissue.size else 1.0)
     b = (bone_level - soft_level) / (np.percentile(layers.bone[bony], 90) if bony.any() else 1.0)
     heel = 1.0 + 0.08 * (np.linspace(-1, 1, h)[:, None] * rng.uniform(-1, 1))
-    signal = 1.0 - np.exp(-(a * soft + b * layers.bone + max(b, 1.5) * layers.metal) * heel)
+    dense = b * (layers.bone + layers.cast) + max(b, 1.5) * layers.metal
+    signal = 1.0 - np.exp(-(a * soft + dense) * heel)
     gamma = rng.uniform(0.85, 1.2)
     lo, hi = rng.uniform(0, 18), rng.uniform(225, 255)
     film = lo + (hi - lo) * signal**gamma

@@ -75,6 +75,7 @@ class View:
     box: tuple[int, int, int, int] | None
     projection: str
     child: bool
+    cast: bool
 
 
 def study_rng(seed: int, spec: StudySpec) -> np.random.Generator:
@@ -107,7 +108,7 @@ def _film_size(part: str, look: Look, rng: np.random.Generator) -> tuple[int, in
 
 def _visibility(n_views: int, rng: np.random.Generator) -> list[bool]:
     """Which views show the finding: most of them, not always all (overlap hides it)."""
-    shown = [rng.uniform() >= 0.25 for _ in range(n_views)]
+    shown = [rng.uniform() >= 0.2 for _ in range(n_views)]
     may_hide = n_views - math.ceil(0.6 * n_views)
     while shown.count(False) > may_hide:
         shown[shown.index(False)] = True
@@ -156,7 +157,7 @@ def render_study(spec: StudySpec, seed: int, look: Look) -> list[View]:
         mode = "RGB" if rng.uniform() < look.rgb_fraction else "L"
         views.append(View(pixels, mode, finding.kind if finding else "none",
                           finding.subtlety if finding else None, box is not None, box,
-                          projection, child))
+                          projection, child, bool(finding and finding.cast and show)))
     return views
 
 
@@ -180,4 +181,4 @@ def _placeholder(
     pixels[h // 6 : h - h // 6, w // 3 : w - w // 3] = int(rng.integers(150, 230))
     mode = "RGB" if rng.uniform() < look.rgb_fraction else "L"
     return View(pixels, mode, finding.kind if finding else "none",
-                finding.subtlety if finding else None, False, None, projection, child)
+                finding.subtlety if finding else None, False, None, projection, child, False)

@@ -32,7 +32,7 @@ from mura_lib.synthetic.study import Look, StudySpec, View, render_study
 ROOT_NAME = "MURA-v1.1"
 TRUTH_NAME = "synthetic_truth.csv"
 TRUTH_COLUMNS = ("rel_path", "label", "kind", "visible", "subtlety", "x0", "y0", "x1", "y1",
-                 "projection", "child")
+                 "projection", "child", "cast")
 
 
 def study_dir(spec: StudySpec) -> str:
@@ -52,7 +52,7 @@ def _truth_row(rel_path: str, label: int, v: View) -> list[str]:
     box = [str(c) for c in v.box] if v.box else ["", "", "", ""]
     subtlety = "" if v.subtlety is None else f"{v.subtlety:.3f}"
     return [rel_path, str(label), v.kind, str(int(v.visible)), subtlety, *box, v.projection,
-            str(int(v.child))]
+            str(int(v.child)), str(int(v.cast))]
 
 
 def _write_studies(specs: list[StudySpec], tmp: Path, seed: int, look: Look) -> list[list[str]]:
