@@ -135,8 +135,7 @@ def test_freeze_batchnorm_stats_keeps_frozen_running_stats(fake_imagenet):
     model = build_model("resnet18", "imagenet")
     frozen_bns = {"bn1": model.bn1, "layer1.0.bn1": model.layer1[0].bn1}
     trained_bn = model.layer2[0].bn1
-    before = {name: (bn.running_mean.clone(), bn.running_var.clone()) for name, bn in
-              frozen_bns.items()}  # fmt: skip
+    before = {n: (bn.running_mean.clone(), bn.running_var.clone()) for n, bn in frozen_bns.items()}
     trained_before = trained_bn.running_mean.clone()
 
     model.train()

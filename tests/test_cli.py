@@ -29,8 +29,9 @@ def assert_user_error(rc: int, captured: pytest.CaptureResult, expected: str) ->
     assert expected in captured.err
 
 
-def test_train_evaluate_predict_round_trip(tmp_path, tiny_tree, shared_cache_dir, monkeypatch,
-                                           capsys):  # fmt: skip
+def test_train_evaluate_predict_round_trip(
+    tmp_path, tiny_tree, shared_cache_dir, monkeypatch, capsys
+):
     monkeypatch.setenv("MURA_PROGRESS", "log")  # one line per epoch, whatever the terminal
     monkeypatch.setattr(mura_lib.config, "CACHE_DIR", shared_cache_dir)  # evaluate's cache
     run = tmp_path / "run"

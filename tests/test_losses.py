@@ -37,8 +37,9 @@ TRAIN = frame_of(
     ]
 )
 # rows to weigh (e.g. the validation subset): one of each part and label
-ROWS = frame_of([("v1", "ELBOW", 1, 1), ("v2", "ELBOW", 0, 1), ("v3", "HAND", 1, 1),
-                 ("v4", "HAND", 0, 1)])  # fmt: skip
+ROWS = frame_of(
+    [("v1", "ELBOW", 1, 1), ("v2", "ELBOW", 0, 1), ("v3", "HAND", 1, 1), ("v4", "HAND", 0, 1)]
+)
 
 
 @pytest.mark.parametrize(

@@ -35,9 +35,15 @@ def evaluated(tmp_path_factory, best, tiny_tree, shared_cache_dir, one_torch_thr
     """(output folder, returned report) of evaluating the session's best.pt on valid."""
     out = tmp_path_factory.mktemp("evaluate")
     report = evaluate_checkpoint(
-        best, tiny_tree, out, device="cpu", n_boot=N_BOOT, seed=SEED,
-        cache_dir=str(shared_cache_dir), progress="none",
-    )  # fmt: skip
+        best,
+        tiny_tree,
+        out,
+        device="cpu",
+        n_boot=N_BOOT,
+        seed=SEED,
+        cache_dir=str(shared_cache_dir),
+        progress="none",
+    )
     return out, report
 
 
@@ -174,5 +180,6 @@ def test_split_absent_from_the_data(tmp_path, best, tiny_tree, shared_cache_dir)
     train_only = tmp_path / "MURA-v1.1"
     shutil.copytree(tiny_tree / "train" / "XR_HAND", train_only / "train" / "XR_HAND")
     with pytest.raises(MuraError, match="has no 'valid' images; splits present: \\['train'\\]"):
-        evaluate_checkpoint(best, train_only, tmp_path / "out", device="cpu",
-                            cache_dir=str(shared_cache_dir), progress="none")  # fmt: skip
+        evaluate_checkpoint(
+            best, train_only, tmp_path / "out", device="cpu", cache_dir=str(shared_cache_dir)
+        )

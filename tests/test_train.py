@@ -22,8 +22,16 @@ pytest_plugins = ["fixtures_training"]  # tiny_tree, tiny_config, trained_run
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # history columns that must repeat exactly (everything but the timings)
-REPEATABLE = ["epoch", "train_loss", "val_loss", "study_kappa", "study_auroc", "study_f1",
-              "lr", "best"]  # fmt: skip
+REPEATABLE = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "study_kappa",
+    "study_auroc",
+    "study_f1",
+    "lr",
+    "best",
+]
 
 
 def assert_same_history(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
@@ -147,8 +155,8 @@ def test_resuming_a_finished_run_trains_no_more(tmp_path, tiny_tree, tiny_config
 
 def test_overwrite_starts_again(tmp_path, tiny_tree, tiny_config, trained_run):
     out = shutil.copytree(trained_run[0], tmp_path / "copy")
-    summary = fit(tiny_tree, out, replace(tiny_config, epochs=1), overwrite=True,
-                  progress="none")  # fmt: skip
+    config = replace(tiny_config, epochs=1)
+    summary = fit(tiny_tree, out, config, overwrite=True, progress="none")
     assert summary["epochs_run"] == 1
     assert len(pd.read_csv(out / "history.csv")) == 1
     assert torch.load(out / "best.pt", weights_only=True)["train_args"]["epochs"] == 1

@@ -249,7 +249,8 @@ def cast_path(f: Finding, anatomy: Anatomy, b: Bone, proj: Projector, win: Windo
     s = proj.scale
     d = q1 - q0
     t = ((win.x - q0[0]) * d[0] + (win.y - q0[1]) * d[1]) / (d @ d + 1e-9)
-    dist = np.hypot(win.x - q0[0] - np.clip(t, 0, 1) * d[0], win.y - q0[1] - np.clip(t, 0, 1) * d[1])
+    tc = np.clip(t, 0.0, 1.0)
+    dist = np.hypot(win.x - q0[0] - tc * d[0], win.y - q0[1] - tc * d[1])
     r_in, r_out = (radius + 0.15) * s, (radius + 0.75) * s
     shell = chord(r_out, dist) - chord(r_in, dist)
     return np.where((t >= 0) & (t <= 1), shell, 0.0) / s * MU_CAST

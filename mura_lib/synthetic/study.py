@@ -130,8 +130,8 @@ def render_study(spec: StudySpec, seed: int, look: Look) -> list[View]:
     if spec.label:
         finding = draw_finding(rng, build(body, _pose(spec.part, menu[0], rng)))
     shown = _visibility(spec.n_views, rng)
-    if finding is not None and finding.kind == "hardware":
-        shown = [True] * spec.n_views  # metal shows on every film
+    if finding is not None and (finding.kind == "hardware" or finding.cast):
+        shown = [True] * spec.n_views  # metal and plaster show on every film
     views = []
     for projection, show in zip(projections, shown, strict=True):
         pose = _pose(spec.part, projection, rng)
