@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import build_cache
 from mura_lib.data.images import load_image
 from mura_lib.data.mura_layout import skip_reason
-from mura_lib.errors import MuraError
+from mura_lib.errors import CheckpointError, MuraError
 from mura_lib.evaluation.predictions import write_predictions
 from mura_lib.evaluation.report import evaluation_report
 from mura_lib.models.cam import cam_overlay, class_activation_maps
@@ -49,7 +50,9 @@ def load_for_inference(
     """The model of ``checkpoint`` in eval mode on ``device``, and the checkpoint dict."""
     ckpt = load_checkpoint(checkpoint)
     if ckpt.get("threshold") is None:
-        raise MuraError(f"{checkpoint} has no decision threshold: use the best.pt of a run")
+        raise CheckpointError(
+            f"{checkpoint} has no decision threshold (a last.pt?): use the best.pt of a run"
+        )
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt).to(dev)
     if dev.type == "cuda":
@@ -128,6 +131,11 @@ def write_json(payload: dict, path: Path) -> Path:
     return path
 
 
+def _natural_key(path: Path) -> tuple:
+    """image2 before image10."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name))
+
+
 def _expand(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
     """Group the inputs: a folder is a study (its PNG views), a file is a one-image item."""
     items = []
@@ -135,9 +143,12 @@ def _expand(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
         path = Path(raw)
         if path.is_dir():
             views = sorted(
-                p
-                for p in path.iterdir()
-                if p.is_file() and skip_reason(p.name, is_dir=False, in_study=True) is None
+                (
+                    p
+                    for p in path.iterdir()
+                    if p.is_file() and skip_reason(p.name, is_dir=False, in_study=True) is None
+                ),
+                key=_natural_key,
             )
             if not views:
                 raise MuraError(f"{path} holds no PNG image: pass a study folder or image files")
@@ -164,29 +175,24 @@ def predict_paths(
     """
     model, ckpt = load_for_inference(checkpoint, device)
     dev = next(model.parameters()).device
-    items = _expand(paths)
-    views = [view for _, item_views in items for view in item_views]
-    arrays = [load_image(v, ckpt["image_size"], ckpt["resize"])[0] for v in views]
-    x = torch.from_numpy(np.stack(arrays)[:, None]).to(dev)
-    x = to_model_input(_EvalNormalizer(ckpt)(x), dev.type == "cuda")
-    if cam_dir is not None:
-        cams, logits = class_activation_maps(model, x)
-        _write_cams(Path(cam_dir), views, arrays, cams.cpu().numpy())
-    else:
-        with autocast(dev, True):
-            logits = model(x).float().squeeze(1)
-    probs = torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
-
     threshold = float(ckpt["threshold"])
-    results, start = [], 0
-    for name, item_views in items:
-        view_probs = probs[start : start + len(item_views)]
-        start += len(item_views)
+    results = []
+    for name, views in _expand(paths):  # one study (at most a dozen views) per forward pass
+        arrays = [load_image(v, ckpt["image_size"], ckpt["resize"])[0] for v in views]
+        x = torch.from_numpy(np.stack(arrays)[:, None]).to(dev)
+        x = to_model_input(_EvalNormalizer(ckpt)(x), dev.type == "cuda")
+        if cam_dir is not None:
+            cams, logits = class_activation_maps(model, x)
+            _write_cams(Path(cam_dir), views, arrays, cams.cpu().numpy())
+        else:
+            with autocast(dev, True):
+                logits = model(x).float().squeeze(1)
+        view_probs = torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
         prob = float(view_probs.mean())
         results.append(
             {
                 "input": name,
-                "n_views": len(item_views),
+                "n_views": len(views),
                 "prob": round(prob, 6),
                 "prediction": "abnormal" if prob >= threshold else "normal",
                 "threshold": threshold,

@@ -58,6 +58,15 @@ class TrainConfig:
         metric_mode(self.select_metric)
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 16 or self.lr <= 0:
             raise ConfigError("epochs and batch_size must be >= 1, image_size >= 16, lr > 0")
+        # Checked here, before any image is decoded, rather than where each is first used.
+        choices = {
+            "loss_weighting": ("paper", "class", "none"),
+            "threshold_rule": ("max_kappa", "youden", "fixed"),
+            "resize": ("letterbox", "stretch"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: use one of {allowed}")
 
     def augment_config(self) -> AugmentConfig:
         from mura_lib.data.augment import AugmentConfig  # torch: imported only when training

@@ -248,6 +248,9 @@ def _previous_run(
             raise ConfigError(f"nothing to resume: {last_path} does not exist")
         return None
     if overwrite and not resume:
+        # Remove the old run now, so an interrupted first epoch cannot be "resumed" into it.
+        for name in ("last.pt", "best.pt", "history.csv", "val_predictions.csv"):
+            (last_path.parent / name).unlink(missing_ok=True)
         return None
     if not resume:
         raise ConfigError(
