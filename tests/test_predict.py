@@ -166,7 +166,9 @@ def test_bad_inputs_are_named(best, tmp_path, make, expected):
 
 def test_last_checkpoint_has_no_threshold(trained_run, tiny_tree):
     last = trained_run[0] / "last.pt"
-    with pytest.raises(MuraError, match="has no decision threshold: use the best.pt of a run"):
+    with pytest.raises(
+        CheckpointError, match=r"has no decision threshold \(a last.pt\?\): use the best.pt"
+    ):
         predict_paths(last, [tiny_tree], device="cpu")
 
 
