@@ -49,6 +49,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         seed=args.seed,
         skip_bad_images=args.skip_bad_images,
+        cache_dir=args.cache_dir or None,
     )
     study = report["study"]["overall"]
     print(
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--skip-bad-images", action="store_true")
+    p.add_argument("--cache-dir", default="", help="image cache folder (default: cache/)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict image files or study folders (JSON lines)")

@@ -22,17 +22,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m mura_lib.synthetic",
         description="Write a synthetic data set in the MURA-v1.1 layout.",
     )
-    parser.add_argument("--profile", default="sample", choices=["sample", "table1"],
-                        help="sample: the committed sample; table1: MURA's exact counts")
+    parser.add_argument(
+        "--profile",
+        default="sample",
+        choices=["sample", "table1"],
+        help="sample: the committed sample; table1: MURA's exact counts",
+    )
     parser.add_argument("--out", required=True, help="parent folder of MURA-v1.1/")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same pixels")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing MURA-v1.1/ in --out")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing MURA-v1.1/ in --out"
+    )
     parser.add_argument("--n-jobs", type=int, default=2, help="parallel workers (-1: all)")
-    parser.add_argument("--anatomy", action="store_true",
-                        help="table1: draw real anatomy instead of 32-px placeholder films")
-    parser.add_argument("--benchmark", type=int, metavar="N",
-                        help="instead of a profile: N train images, 512 px, for loader timings")
+    parser.add_argument(
+        "--anatomy",
+        action="store_true",
+        help="table1: draw real anatomy instead of 32-px placeholder films",
+    )
+    parser.add_argument(
+        "--benchmark",
+        type=int,
+        metavar="N",
+        help="instead of a profile: N train images, 512 px, for loader timings",
+    )
     return parser
 
 
@@ -41,11 +53,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         if args.benchmark is not None:
-            root = write_benchmark_images(args.out, args.benchmark, seed=args.seed,
-                                          n_jobs=args.n_jobs, overwrite=args.overwrite)
+            root = write_benchmark_images(
+                args.out,
+                args.benchmark,
+                seed=args.seed,
+                n_jobs=args.n_jobs,
+                overwrite=args.overwrite,
+            )
         else:
-            root = write_mura_tree(args.out, args.profile, seed=args.seed, n_jobs=args.n_jobs,
-                                   overwrite=args.overwrite, anatomy=args.anatomy or None)
+            root = write_mura_tree(
+                args.out,
+                args.profile,
+                seed=args.seed,
+                n_jobs=args.n_jobs,
+                overwrite=args.overwrite,
+                anatomy=args.anatomy or None,
+            )
     except MuraError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

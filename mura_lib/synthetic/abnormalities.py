@@ -66,31 +66,65 @@ def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
         # Plain fractures are often filmed in their cast (MURA has many); a cast makes a study
         # easy to call, so it goes with the less subtle fractures.
         cast = bool(rng.uniform() < 0.6 * e)
-        return Finding(kind, subtlety, bone.name, t, theta,
-                       size=bone.r_mid * (0.15 + 0.9 * e),
-                       contrast=min(1.0, 0.4 + 0.8 * e),
-                       shift=bone.r_mid * 2.0 * e * rng.uniform(0.6, 1.0) * displaced,
-                       angulation=0.6 * e * rng.uniform(0.5, 1.0) * rng.choice([-1, 1])
-                       * displaced,
-                       obliquity=float(rng.uniform(-0.7, 0.7)),
-                       extent=min(1.0, 0.4 + 0.9 * e), cast=cast)
+        return Finding(
+            kind,
+            subtlety,
+            bone.name,
+            t,
+            theta,
+            size=bone.r_mid * (0.15 + 0.9 * e),
+            contrast=min(1.0, 0.4 + 0.8 * e),
+            shift=bone.r_mid * 2.0 * e * rng.uniform(0.6, 1.0) * displaced,
+            angulation=0.6 * e * rng.uniform(0.5, 1.0) * rng.choice([-1, 1]) * displaced,
+            obliquity=float(rng.uniform(-0.7, 0.7)),
+            extent=min(1.0, 0.4 + 0.9 * e),
+            cast=cast,
+        )
     if kind == "lesion":
         # Aggressive lesions are large, expand past the cortex and punch the bone out.
-        return Finding(kind, subtlety, bone.name, t, theta,
-                       size=bone.r_mid * (0.45 + 0.85 * e), contrast=0.3 + 0.65 * e,
-                       shift=0.0, angulation=0.0, obliquity=float(rng.uniform(1.2, 2.2)),
-                       extent=float(rng.uniform() < 0.4))  # 1 = sclerotic rim
+        return Finding(
+            kind,
+            subtlety,
+            bone.name,
+            t,
+            theta,
+            size=bone.r_mid * (0.45 + 0.85 * e),
+            contrast=0.3 + 0.65 * e,
+            shift=0.0,
+            angulation=0.0,
+            obliquity=float(rng.uniform(1.2, 2.2)),
+            extent=float(rng.uniform() < 0.4),
+        )  # 1 = sclerotic rim
     if kind == "hardware":
         style = 0 if e > 0.45 else (1 if e > 0.38 else 2)  # plate, screws, wire
-        return Finding(kind, subtlety, bone.name, t, theta,
-                       size=_bone_length(bone) * (0.2 + 0.35 * e), contrast=0.0,
-                       shift=float(style), angulation=float(rng.uniform(-0.6, 0.6)),
-                       obliquity=0.0, extent=float(rng.integers(2, 6)))
+        return Finding(
+            kind,
+            subtlety,
+            bone.name,
+            t,
+            theta,
+            size=_bone_length(bone) * (0.2 + 0.35 * e),
+            contrast=0.0,
+            shift=float(style),
+            angulation=float(rng.uniform(-0.6, 0.6)),
+            obliquity=0.0,
+            extent=float(rng.integers(2, 6)),
+        )
     index = int(rng.integers(len(anatomy.joints)))
     radius = anatomy.joints[index][1]
-    return Finding(kind, subtlety, bone.name, t, theta, size=radius * (0.4 + 0.8 * e),
-                   contrast=0.6 + 0.8 * e, shift=0.0, angulation=0.0, obliquity=0.0,
-                   extent=float(index))
+    return Finding(
+        kind,
+        subtlety,
+        bone.name,
+        t,
+        theta,
+        size=radius * (0.4 + 0.8 * e),
+        contrast=0.6 + 0.8 * e,
+        shift=0.0,
+        angulation=0.0,
+        obliquity=0.0,
+        extent=float(index),
+    )
 
 
 def _bone_length(b: Bone) -> float:

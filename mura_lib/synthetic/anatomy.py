@@ -213,9 +213,7 @@ def chain(
     for name, length, (rm, ra, rb), f in zip(names, lengths, radii, flex, strict=True):
         d = rotate(d, lateral, -f)
         a, b = p + d * gap / 2, p + d * (length - gap / 2)
-        bones.append(
-            Bone(name, tuple(a), tuple(b), rm, (ra, rb), physes=(0.08,) if physes else ())
-        )
+        bones.append(Bone(name, tuple(a), tuple(b), rm, (ra, rb), physes=(0.08,) if physes else ()))
         joints.append(p.copy())
         p = p + d * length
     return bones, joints

@@ -136,8 +136,13 @@ def blob_density(
 
 
 def arc_density(
-    x: np.ndarray, y: np.ndarray, c: np.ndarray, radius: float, r_bone: float,
-    angles: tuple[float, float], cortex: float,
+    x: np.ndarray,
+    y: np.ndarray,
+    c: np.ndarray,
+    radius: float,
+    r_bone: float,
+    angles: tuple[float, float],
+    cortex: float,
 ) -> np.ndarray:
     """Attenuation of a thin curved bone (a rib) along a circular arc from `angles[0]` to [1]."""
     rho = np.hypot(x - c[0], y - c[1])

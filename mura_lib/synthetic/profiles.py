@@ -90,8 +90,7 @@ def scaled_profile(
             views = images / (normal + abnormal) * views_scale
             n_images = max(n, int(round(n * views)))
             counts[(split, part)] = PartCounts(n - n_abnormal, n_abnormal, n_images)
-    return Profile(name, counts, Look(long_side, rgb_fraction=rgb_fraction),
-                   max_views=max_views)
+    return Profile(name, counts, Look(long_side, rgb_fraction=rgb_fraction), max_views=max_views)
 
 
 def table1_profile(anatomy: bool = False) -> Profile:
@@ -110,8 +109,7 @@ def table1_profile(anatomy: bool = False) -> Profile:
 PROFILES = {
     # The committed sample: 45 train and 20 valid studies per part, films 144-200 px (a
     # model sees 128), fewer views per study than MURA: sized to the repository's budget.
-    "sample": scaled_profile("sample", 45, 20, long_side=(144, 200), views_scale=0.75,
-                             max_views=5),
+    "sample": scaled_profile("sample", 45, 20, long_side=(144, 200), views_scale=0.75, max_views=5),
 }
 
 

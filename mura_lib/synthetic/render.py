@@ -82,8 +82,9 @@ def rasterise(
         r_ends = (b.r_ends[0] * s, b.r_ends[1] * s)
 
         def density(x, y, q0=q0, q1=q1, b=b, r_ends=r_ends):
-            return tube_density(x, y, q0, q1, b.r_mid * s, r_ends, b.cortex, b.physes,
-                                PHYSIS_CM * s)
+            return tube_density(
+                x, y, q0, q1, b.r_mid * s, r_ends, b.cortex, b.physes, PHYSIS_CM * s
+            )
 
         reach = max(r_ends) + 1.0
         hit = finding is not None and finding.bone == b.name
@@ -111,8 +112,9 @@ def rasterise(
         rx, ry, rz = proj.blob_axes(blob)
         win = window(shape, *tube_box(c, c, max(rx, ry) * s))
         if win is not None:
-            dens = blob_density(win.x, win.y, c, rx * s, ry * s, proj.blob_angle(blob),
-                                blob.cortex, rz * s)
+            dens = blob_density(
+                win.x, win.y, c, rx * s, ry * s, proj.blob_angle(blob), blob.cortex, rz * s
+            )
             bone[win.rows, win.cols] += dens / s
     for merged in groups.values():
         bone += merged
@@ -120,8 +122,9 @@ def rasterise(
         c = proj(arc.c)
         win = window(shape, *tube_box(c, c, (arc.radius + arc.r_bone) * s))
         if win is not None:
-            dens = arc_density(win.x, win.y, c, arc.radius * s, arc.r_bone * s,
-                               proj.arc_angles(arc), 0.45)
+            dens = arc_density(
+                win.x, win.y, c, arc.radius * s, arc.r_bone * s, proj.arc_angles(arc), 0.45
+            )
             bone[win.rows, win.cols] += dens / s
     return Layers(soft, bone, metal, cast)
 

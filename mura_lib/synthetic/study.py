@@ -119,12 +119,17 @@ def render_study(spec: StudySpec, seed: int, look: Look) -> list[View]:
     """All views of one study, with their ground truth."""
     rng = study_rng(seed, spec)
     child = bool(rng.uniform() < 0.12)
-    body = Body(float(rng.uniform(0.6, 0.85) if child else rng.uniform(0.88, 1.12)), child,
-                int(rng.integers(2**31)))
+    body = Body(
+        float(rng.uniform(0.6, 0.85) if child else rng.uniform(0.88, 1.12)),
+        child,
+        int(rng.integers(2**31)),
+    )
     side = "L" if rng.uniform() < 0.5 else "R"
     menu = PROJECTIONS[spec.part]
-    projections = [menu[i] if i < len(menu) else menu[int(rng.integers(len(menu)))]
-                   for i in range(spec.n_views)]
+    projections = [
+        menu[i] if i < len(menu) else menu[int(rng.integers(len(menu)))]
+        for i in range(spec.n_views)
+    ]
     build = BUILDERS[spec.part]
     finding = None
     if spec.label:
@@ -139,25 +144,39 @@ def render_study(spec: StudySpec, seed: int, look: Look) -> list[View]:
         if not look.anatomy:
             views.append(_placeholder(spec, finding, projection, child, (h, w), rng, look))
             continue
-        angle = rng.normal(0.0, 0.12) + (np.pi / 2 * (1 if rng.uniform() < 0.5 else -1)
-                                         if landscape else 0.0)
+        angle = rng.normal(0.0, 0.12) + (
+            np.pi / 2 * (1 if rng.uniform() < 0.5 else -1) if landscape else 0.0
+        )
         if rng.uniform() < 0.08:
             angle += np.pi  # hung upside down
         anatomy = build(body, pose)
-        proj = frame(anatomy, Projector(pose.beam, float(angle), side == "L"), (w, h),
-                     float(rng.uniform(0.72, 0.92)),
-                     (float(rng.uniform(-0.8, 0.8)), float(rng.uniform(-0.8, 0.8))))
+        proj = frame(
+            anatomy,
+            Projector(pose.beam, float(angle), side == "L"),
+            (w, h),
+            float(rng.uniform(0.72, 0.92)),
+            (float(rng.uniform(-0.8, 0.8)), float(rng.uniform(-0.8, 0.8))),
+        )
         drawn = finding if show else None
         layers = rasterise(anatomy, proj, (h, w), drawn)
         box = None
         if drawn is not None:
-            box = changed_box(rasterise(anatomy, proj, (h, w)), layers,
-                              _roi(drawn, anatomy, proj))
+            box = changed_box(rasterise(anatomy, proj, (h, w)), layers, _roi(drawn, anatomy, proj))
         pixels = develop(layers, rng, side)
         mode = "RGB" if rng.uniform() < look.rgb_fraction else "L"
-        views.append(View(pixels, mode, finding.kind if finding else "none",
-                          finding.subtlety if finding else None, box is not None, box,
-                          projection, child, bool(finding and finding.cast and show)))
+        views.append(
+            View(
+                pixels,
+                mode,
+                finding.kind if finding else "none",
+                finding.subtlety if finding else None,
+                box is not None,
+                box,
+                projection,
+                child,
+                bool(finding and finding.cast and show),
+            )
+        )
     return views
 
 
@@ -172,13 +191,27 @@ def _roi(f: Finding, anatomy, proj: Projector) -> tuple[float, float, float, flo
 
 
 def _placeholder(
-    spec: StudySpec, finding: Finding | None, projection: str, child: bool,
-    shape: tuple[int, int], rng: np.random.Generator, look: Look,
+    spec: StudySpec,
+    finding: Finding | None,
+    projection: str,
+    child: bool,
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    look: Look,
 ) -> View:
     """A flat grey film with one bright bar: enough to be a valid image, costs nothing."""
     pixels = np.full(shape, int(rng.integers(10, 60)), dtype=np.uint8)
     h, w = shape
     pixels[h // 6 : h - h // 6, w // 3 : w - w // 3] = int(rng.integers(150, 230))
     mode = "RGB" if rng.uniform() < look.rgb_fraction else "L"
-    return View(pixels, mode, finding.kind if finding else "none",
-                finding.subtlety if finding else None, False, None, projection, child, False)
+    return View(
+        pixels,
+        mode,
+        finding.kind if finding else "none",
+        finding.subtlety if finding else None,
+        False,
+        None,
+        projection,
+        child,
+        False,
+    )

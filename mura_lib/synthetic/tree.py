@@ -31,15 +31,29 @@ from mura_lib.synthetic.study import Look, StudySpec, View, render_study
 
 ROOT_NAME = "MURA-v1.1"
 TRUTH_NAME = "synthetic_truth.csv"
-TRUTH_COLUMNS = ("rel_path", "label", "kind", "visible", "subtlety", "x0", "y0", "x1", "y1",
-                 "projection", "child", "cast")
+TRUTH_COLUMNS = (
+    "rel_path",
+    "label",
+    "kind",
+    "visible",
+    "subtlety",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "projection",
+    "child",
+    "cast",
+)
 
 
 def study_dir(spec: StudySpec) -> str:
     """Relative folder of a study, as the official CSVs write it (with a trailing slash)."""
     status = "positive" if spec.label else "negative"
-    return (f"{ROOT_NAME}/{spec.split}/XR_{spec.part}/patient{spec.patient:05d}/"
-            f"study{spec.study}_{status}/")
+    return (
+        f"{ROOT_NAME}/{spec.split}/XR_{spec.part}/patient{spec.patient:05d}/"
+        f"study{spec.study}_{status}/"
+    )
 
 
 def _save_png(pixels: np.ndarray, mode: str, path: Path) -> None:
@@ -51,8 +65,17 @@ def _save_png(pixels: np.ndarray, mode: str, path: Path) -> None:
 def _truth_row(rel_path: str, label: int, v: View) -> list[str]:
     box = [str(c) for c in v.box] if v.box else ["", "", "", ""]
     subtlety = "" if v.subtlety is None else f"{v.subtlety:.3f}"
-    return [rel_path, str(label), v.kind, str(int(v.visible)), subtlety, *box, v.projection,
-            str(int(v.child)), str(int(v.cast))]
+    return [
+        rel_path,
+        str(label),
+        v.kind,
+        str(int(v.visible)),
+        subtlety,
+        *box,
+        v.projection,
+        str(int(v.child)),
+        str(int(v.cast)),
+    ]
 
 
 def _write_studies(specs: list[StudySpec], tmp: Path, seed: int, look: Look) -> list[list[str]]:
