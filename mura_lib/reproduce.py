@@ -95,6 +95,13 @@ def run_pipeline(
     staging_models = models_root / f".staging-{profile}"
     for stale in (staging_results, staging_models):  # left by an interrupted run
         shutil.rmtree(stale, ignore_errors=True)
+    declared = notebook_parameters(notebooks_dir)
+    unknown = sorted(set(params) - set().union(*declared.values()))
+    if unknown:
+        raise ConfigError(
+            f"parameter(s) {unknown} of profile {profile!r} are not parameters of any notebook "
+            "(a typo?); each notebook's parameters cell lists the names it takes"
+        )
     paths = run_paths(profile, params.get("data_root", ""))
     data_info = data_fingerprint(paths.data_root)  # also stops early on a wrong data folder
     staging_results.mkdir(parents=True)
@@ -108,6 +115,7 @@ def run_pipeline(
         timings = _run_notebooks(
             profile,
             params,
+            declared,
             notebooks_dir,
             staging_results,
             staging_models,
@@ -144,9 +152,17 @@ def run_pipeline(
     return final_results
 
 
+def notebook_parameters(notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, set[str]]:
+    """The names each notebook's ``parameters`` cell declares."""
+    import papermill
+
+    return {name: set(papermill.inspect_notebook(notebooks_dir / name)) for name in NOTEBOOKS}
+
+
 def _run_notebooks(
     profile: str,
     params: dict,
+    declared: dict[str, set[str]],
     notebooks_dir: Path,
     staging_results: Path,
     staging_models: Path,
@@ -167,9 +183,11 @@ def _run_notebooks(
             papermill.execute_notebook(
                 notebooks_dir / name,
                 executed,
-                parameters=params,
+                parameters={k: v for k, v in params.items() if k in declared[name]},
                 kernel_name=kernel,
-                log_output=log_output,
+                # cell prints (one line per epoch) go straight to our console
+                stdout_file=sys.stdout if log_output else None,
+                stderr_file=sys.stderr if log_output else None,
                 progress_bar=False,
                 cwd=str(notebooks_dir),
             )

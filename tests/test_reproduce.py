@@ -154,3 +154,15 @@ def test_notebooks_have_one_flat_parameters_cell(name):
     assert len(tagged) == 1
     for line in tagged[0].source.splitlines():
         assert " = " in line and "#" in line, f"{name}: not a commented literal: {line!r}"
+
+
+def test_a_misspelt_parameter_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match=r"\['epochz'\] of profile 'smoke' are not parameters"):
+        run_pipeline(
+            "smoke",
+            overrides={"epochz": 3},
+            results_root=tmp_path / "results",
+            models_root=tmp_path / "models",
+            log_output=False,
+        )
+    assert not (tmp_path / "results").exists()
