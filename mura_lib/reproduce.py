@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ import yaml
 
 from mura_lib.config import MODELS_DIR, NOTEBOOKS_DIR, PARAMS_DIR, PROJ_ROOT, RESULTS_DIR, run_paths
 from mura_lib.errors import ConfigError, MuraError
+from mura_lib.provenance import git_state
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_error_analysis.ipynb")
 KERNEL = "mura"  # registered in the venv by `make setup`
@@ -131,7 +131,7 @@ def run_pipeline(
 
     manifest = {
         "profile": profile,
-        "git": _git_state(),
+        "git": git_state(),
         "started_utc": started.isoformat(timespec="seconds"),
         "total_seconds": round(sum(t["seconds"] for t in timings), 1),
         "notebooks": timings,
@@ -252,25 +252,6 @@ def _keep_failed(staging_results: Path, staging_models: Path, failed: Path) -> P
 def _relative(path: Path) -> str:
     path = Path(path).resolve()
     return str(path.relative_to(PROJ_ROOT)) if path.is_relative_to(PROJ_ROOT) else str(path)
-
-
-def _git_state() -> dict:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", "-C", str(PROJ_ROOT), *args],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {
-        "commit": git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(git("status", "--porcelain", "--", "mura_lib", "notebooks", "params")),
-    }
 
 
 def _parse_override(text: str) -> tuple[str, object]:

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mura_lib import __version__
 from mura_lib.errors import CheckpointError
 from mura_lib.models.build import build_model
 from mura_lib.models.checkpoint import (
     FORMAT,
-    code_version,
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
@@ -160,6 +158,3 @@ def test_load_errors_name_the_file_and_the_fix(tmp_path, model, write, expected)
     assert str(path) in str(info.value)
     assert expected in str(info.value)
 
-
-def test_code_version_names_the_package_version():
-    assert code_version().startswith(f"{__version__}+")

@@ -11,33 +11,15 @@ saved on a GPU loads on a CPU-only machine (tensors are moved to CPU before savi
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mura_lib import __version__
-from mura_lib.config import PROJ_ROOT
 from mura_lib.errors import CheckpointError
 
 FORMAT = "mura_lib.checkpoint/1"
 REQUIRED_KEYS = ("format", "model", "model_args", "image_size", "resize", "normalization")
-
-
-def code_version() -> str:
-    """Package version plus the git commit (and ``-dirty``) when run from a checkout."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(PROJ_ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    return f"{__version__}+{commit}"
 
 
 def to_cpu(obj: Any) -> Any:

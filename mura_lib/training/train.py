@@ -39,7 +39,8 @@ from mura_lib.models.build import (
     count_parameters,
     resolve_trainable,
 )
-from mura_lib.models.checkpoint import code_version, load_checkpoint, save_checkpoint
+from mura_lib.models.checkpoint import load_checkpoint, save_checkpoint
+from mura_lib.provenance import code_version
 from mura_lib.training.config import RESUMABLE_CHANGES, TrainConfig
 from mura_lib.training.loop import predict_probs, train_one_epoch
 from mura_lib.training.losses import image_loss_weights
