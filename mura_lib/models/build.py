@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from mura_lib.errors import ConfigError
+from mura_lib.models.small_cnn import SmallCNN
+
+# Architectures of this project, beside torchvision's (built without pretrained weights).
+PROJECT_ARCHS = {"small_cnn": SmallCNN}
 
 # Layers trained when fine-tuning from ImageNet, per architecture (prefixes of parameter names).
 # resnet18: the original project's recipe (stem and layer1 frozen). densenet169: the paper
@@ -46,7 +50,8 @@ def build_model(
     """Build ``arch`` with one input channel and one abnormality logit.
 
     Args:
-        arch: any torchvision classification model name (``torchvision.models.list_models``).
+        arch: any torchvision classification model name (``torchvision.models.list_models``),
+            or ``"small_cnn"`` (:mod:`mura_lib.models.small_cnn`, for CPU demonstrations).
         weights: ``"none"`` (random init), ``"imagenet"`` (torchvision's default ImageNet
             weights, from the torch hub cache; see :mod:`mura_lib.models.pretrained`) or the
             path of one of our checkpoints (its model weights are loaded).
@@ -56,12 +61,18 @@ def build_model(
             random layers would only cripple the model).
         in_chans: input channels (1 for radiographs; 3 keeps the architecture unchanged).
     """
-    if arch not in torchvision.models.list_models(module=torchvision.models):
+    if arch in PROJECT_ARCHS:
+        if weights == "imagenet":
+            raise ConfigError(f"{arch} has no ImageNet weights: use --weights none")
+        model = PROJECT_ARCHS[arch]()
+    elif arch in torchvision.models.list_models(module=torchvision.models):
+        model = torchvision.models.get_model(arch, weights=None)
+    else:
         raise ConfigError(
-            f"unknown architecture {arch!r}: use a torchvision classification model name, "
-            "e.g. resnet18, resnet50, densenet169, efficientnet_b0"
+            f"unknown architecture {arch!r}: use a torchvision classification model name "
+            "(e.g. resnet18, resnet50, densenet169, efficientnet_b0) or one of "
+            f"{sorted(PROJECT_ARCHS)}"
         )
-    model = torchvision.models.get_model(arch, weights=None)
     if weights == "imagenet":
         from mura_lib.models.pretrained import load_imagenet_state_dict
 

@@ -20,6 +20,7 @@ from mura_lib.errors import ConfigError
 _CAM_LAYERS = {
     "ResNet": ("layer4", "fc", False),
     "DenseNet": ("features", "classifier", True),
+    "SmallCNN": ("features", "classifier", False),
 }
 
 
@@ -27,7 +28,7 @@ def _cam_layers(model: nn.Module) -> tuple[nn.Module, nn.Linear, bool]:
     spec = _CAM_LAYERS.get(type(model).__name__)
     if spec is None:
         raise ConfigError(
-            f"class activation maps are implemented for ResNet and DenseNet models, "
+            f"class activation maps are implemented for ResNet, DenseNet and SmallCNN models, "
             f"not {type(model).__name__}"
         )
     features, classifier, relu = spec

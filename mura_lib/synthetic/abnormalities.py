@@ -18,7 +18,7 @@ from mura_lib.synthetic.anatomy import Anatomy, Bone, Projector
 from mura_lib.synthetic.primitives import Window, capsule_thickness, chord
 
 KINDS = ("fracture", "hardware", "lesion", "swelling")
-KIND_WEIGHTS = (0.42, 0.2, 0.26, 0.12)  # fractures dominate MURA's abnormal studies
+KIND_WEIGHTS = (0.37, 0.25, 0.28, 0.1)  # fractures dominate MURA's abnormal studies
 MU_METAL = 6.0  # per cm: steel is far denser than bone and saturates the film
 MU_CAST = 0.3  # per cm: plaster, about a third as dense as cortical bone
 
@@ -41,15 +41,21 @@ class Finding:
     obliquity: float  # fracture: tilt of the line from perpendicular; lesion: elongation
     extent: float  # fracture: share of the bone's width the line crosses
     cast: bool = False  # fracture: the limb is in a plaster cast
+    seed: int = 0  # lesion: placement of its satellite holes
 
 
-def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
-    """Draw the kind, subtlety, place and shape of a study's abnormality."""
+def draw_finding(rng: np.random.Generator, anatomy: Anatomy, field_cm: float) -> Finding:
+    """Draw the kind, subtlety, place and shape of a study's abnormality.
+
+    Sizes scale with the bone and with `field_cm`, the length of the part's field of view: a
+    finding that is obvious must stay visible when the film is shrunk to the model's input
+    (about 128 px), where a humerus is a few pixels wide.
+    """
     kind = KINDS[int(rng.choice(len(KINDS), p=KIND_WEIGHTS))]
     # Subtlety spreads over 0..1, a little more weight on the obvious side (most abnormal
     # films in MURA show their finding plainly); hardware is rarely subtle (metal is always
     # bright), so its subtlety is compressed towards 0.
-    subtlety = float(rng.beta(1.0, 1.4))
+    subtlety = float(rng.beta(0.6, 2.4))
     if kind == "hardware":
         subtlety *= 0.7
     e = 1.0 - subtlety  # evidence
@@ -65,16 +71,18 @@ def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
         displaced = e > 0.3 or rng.uniform() < 0.3
         # Plain fractures are often filmed in their cast (MURA has many); a cast makes a study
         # easy to call, so it goes with the less subtle fractures.
-        cast = bool(rng.uniform() < 0.6 * e)
+        cast = bool(rng.uniform() < 0.25 + 0.5 * e)
         return Finding(
             kind,
             subtlety,
             bone.name,
             t,
             theta,
-            size=bone.r_mid * (0.15 + 0.9 * e),
+            size=max(bone.r_mid * (0.15 + 0.9 * e), field_cm * (0.004 + 0.012 * e)),
             contrast=min(1.0, 0.4 + 0.8 * e),
-            shift=bone.r_mid * 2.0 * e * rng.uniform(0.6, 1.0) * displaced,
+            shift=max(bone.r_mid * 2.0 * e, field_cm * 0.06 * e)
+            * rng.uniform(0.6, 1.0)
+            * displaced,
             angulation=0.6 * e * rng.uniform(0.5, 1.0) * rng.choice([-1, 1]) * displaced,
             obliquity=float(rng.uniform(-0.7, 0.7)),
             extent=min(1.0, 0.4 + 0.9 * e),
@@ -88,13 +96,14 @@ def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
             bone.name,
             t,
             theta,
-            size=bone.r_mid * (0.45 + 0.85 * e),
-            contrast=0.3 + 0.65 * e,
-            shift=0.0,
+            size=max(bone.r_mid * (0.6 + 0.8 * e), field_cm * (0.016 + 0.03 * e)),
+            contrast=0.5 + 0.45 * e,
+            shift=float(round(1 + 4 * e * rng.uniform(0.6, 1.0))),  # satellite holes
             angulation=0.0,
             obliquity=float(rng.uniform(1.2, 2.2)),
-            extent=float(rng.uniform() < 0.4),
-        )  # 1 = sclerotic rim
+            extent=float(rng.uniform() < 0.5 + 0.5 * e),  # 1 = sclerotic rim
+            seed=int(rng.integers(2**31)),
+        )
     if kind == "hardware":
         style = 0 if e > 0.45 else (1 if e > 0.38 else 2)  # plate, screws, wire
         return Finding(
@@ -118,8 +127,8 @@ def draw_finding(rng: np.random.Generator, anatomy: Anatomy) -> Finding:
         bone.name,
         t,
         theta,
-        size=radius * (0.4 + 0.8 * e),
-        contrast=0.6 + 0.8 * e,
+        size=radius * (0.45 + 0.9 * e),
+        contrast=0.7 + 1.0 * e,
         shift=0.0,
         angulation=0.0,
         obliquity=0.0,
@@ -190,21 +199,64 @@ def fractured(f: Finding, b: Bone, proj: Projector, density: DensityFn) -> Densi
     return broken
 
 
-def lesion_factor(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndarray:
-    """Multiplier (<1 inside) that carves a lytic lesion out of a bone, maybe with a rim."""
+def _lesion_holes(f: Finding, b: Bone) -> list[tuple[np.ndarray, float, float]]:
+    """Centre (anatomical), radius across the bone (cm) and elongation of each lytic hole.
+
+    One main hole off the bone's axis towards `theta`; aggressive lesions add satellite holes
+    along the bone (`shift` of them), the moth-eaten look of a permeative process, which no
+    normal structure resembles (a single round hole with a rim looks much like a carpal).
+    """
+    rng = np.random.default_rng(f.seed)
     axis3, e1, e2 = _frame(b)
-    # The lesion sits inside the bone, off its axis towards `theta`.
-    c3 = site(f, b) + 0.35 * b.r_mid * (np.cos(f.theta) * e1 + np.sin(f.theta) * e2)
-    c = proj(c3)
-    a2 = proj(c3 + axis3) - c
+    main = site(f, b) + 0.35 * b.r_mid * (np.cos(f.theta) * e1 + np.sin(f.theta) * e2)
+    holes = [(main, f.size, f.obliquity)]
+    for _ in range(int(f.shift)):
+        along = rng.uniform(-1, 1) * f.size * (f.obliquity + 1.5)
+        phi = rng.uniform(0, 2 * np.pi)
+        centre = site(f, b) + axis3 * along + 0.45 * b.r_mid * (np.cos(phi) * e1 + np.sin(phi) * e2)
+        holes.append((centre, f.size * rng.uniform(0.3, 0.6), rng.uniform(1.0, 1.6)))
+    return holes
+
+
+def _ellipse_radius(
+    proj: Projector, b: Bone, centre: np.ndarray, radius: float, elong: float, win: Window
+) -> np.ndarray:
+    """Normalised distance (1 on the outline) from a hole elongated along the bone's axis."""
+    axis3 = np.subtract(b.p1, b.p0) / _bone_length(b)
+    c = proj(centre)
+    a2 = proj(centre + axis3) - c
     angle = float(np.arctan2(a2[1], a2[0]))
-    rx, ry = f.size * f.obliquity * proj.scale, f.size * proj.scale
+    rx, ry = radius * elong * proj.scale, radius * proj.scale
     ca, sa = np.cos(angle), np.sin(angle)
     u, v = (win.x - c[0]) * ca + (win.y - c[1]) * sa, -(win.x - c[0]) * sa + (win.y - c[1]) * ca
-    r = np.sqrt(np.square(u / rx) + np.square(v / ry))
-    hole = np.clip(1.25 - r, 0.0, 0.25) / 0.25  # flat floor, soft 20 % edge
-    rim = f.extent * 0.35 * f.contrast * np.exp(-np.square((r - 1.15) / 0.15))
-    return (1.0 - f.contrast * hole) * (1.0 + rim)
+    return np.sqrt(np.square(u / rx) + np.square(v / ry))
+
+
+def lesion_factor(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndarray:
+    """Multiplier (<1 inside) that carves a lytic lesion out of a bone, maybe with a rim."""
+    factor = np.ones(np.broadcast(win.x, win.y).shape)
+    for k, (centre, radius, elong) in enumerate(_lesion_holes(f, b)):
+        r = _ellipse_radius(proj, b, centre, radius, elong, win)
+        hole = np.clip(1.25 - r, 0.0, 0.25) / 0.25  # flat floor, soft 20 % edge
+        factor *= 1.0 - f.contrast * hole
+        if k == 0:  # a sclerotic rim (`extent` = 1) marks a slow-growing lesion
+            factor *= 1.0 + f.extent * 0.6 * f.contrast * np.exp(-np.square((r - 1.15) / 0.15))
+    return factor
+
+
+def lesion_shell(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndarray:
+    """Thin bony shell (cm of cortex) of a lesion that has blown the bone out.
+
+    A lesion wider than the bone expands it: beyond the old cortex it is outlined by a thin
+    rim of new bone, the "soap bubble" look of aggressive or cystic lesions.
+    """
+    excess = f.size - 0.8 * b.r_mid
+    if excess <= 0:
+        return np.zeros(np.broadcast(win.x, win.y).shape)
+    centre, radius, elong = _lesion_holes(f, b)[0]
+    r = _ellipse_radius(proj, b, centre, radius, elong, win)
+    strength = min(1.0, excess / (0.5 * b.r_mid))
+    return 0.4 * strength * np.exp(-np.square((r - 1.2) / 0.1))
 
 
 def hardware_metal(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndarray:

@@ -18,6 +18,7 @@ from mura_lib.synthetic.abnormalities import (
     fractured,
     hardware_metal,
     lesion_factor,
+    lesion_shell,
     swelling_centre,
 )
 from mura_lib.synthetic.anatomy import Anatomy, Projector
@@ -90,13 +91,18 @@ def rasterise(
         hit = finding is not None and finding.bone == b.name
         if hit and finding.kind == "fracture":
             density = fractured(finding, b, proj, density)
-            reach += (finding.shift + finding.size) * s + abs(finding.angulation) * reach
+            # The distal fragment moves by the shift and swings about the break.
+            swing = abs(np.sin(finding.angulation)) * float(np.linalg.norm(q1 - q0))
+            reach += (finding.shift + finding.size) * s + swing
+        if hit and finding.kind == "lesion":
+            # Satellite holes spread along the bone, within its own reach.
+            reach = max(reach, (1.5 * finding.size + 0.5 * b.r_mid) * s)
         win = window(shape, *tube_box(q0, q1, reach))
         if win is None:
             continue
         dens = density(win.x, win.y) / s
         if hit and finding.kind == "lesion":
-            dens = dens * lesion_factor(finding, b, proj, win)
+            dens = dens * lesion_factor(finding, b, proj, win) + lesion_shell(finding, b, proj, win)
         if b.group:
             merged = groups.setdefault(b.group, np.zeros(shape))
             merged[win.rows, win.cols] = np.maximum(merged[win.rows, win.cols], dens)
@@ -159,11 +165,11 @@ def develop(layers: Layers, rng: np.random.Generator, side: str) -> np.ndarray:
     # Like a digital system's auto-windowing: soft tissue lands at a grey and dense bone near
     # white whatever the part's thickness, each with some spread between films.
     soft_level = -np.log(1 - rng.uniform(0.22, 0.4))
-    bone_level = -np.log(1 - rng.uniform(0.74, 0.88))
+    bone_level = -np.log(1 - rng.uniform(0.66, 0.82))
     a = soft_level / (np.median(tissue) if tissue.size else 1.0)
     b = (bone_level - soft_level) / (np.percentile(layers.bone[bony], 90) if bony.any() else 1.0)
     heel = 1.0 + 0.08 * (np.linspace(-1, 1, h)[:, None] * rng.uniform(-1, 1))
-    dense = b * (layers.bone + layers.cast) + max(b, 1.5) * layers.metal
+    dense = b * (layers.bone + layers.cast) + max(b, 3.0) * layers.metal
     signal = 1.0 - np.exp(-(a * soft + dense) * heel)
     gamma = rng.uniform(0.85, 1.2)
     lo, hi = rng.uniform(0, 18), rng.uniform(225, 255)
@@ -173,7 +179,7 @@ def develop(layers: Layers, rng: np.random.Generator, side: str) -> np.ndarray:
     grain = rng.uniform(0.2, 0.6) * rng.standard_normal((h, w))
     mottle = rng.uniform(1.0, 3.0) * smooth_noise(rng, (h, w), cell=max(h, w) / 24)
     film += (grain + mottle) * np.minimum(signal * 4.0, 1.0)
-    if rng.uniform() < 0.3:
+    if rng.uniform() < 0.2:
         film = _collimate(film, rng)
     _marker(film, rng, side)
     return np.clip(np.rint(film), 0, 255).astype(np.uint8)

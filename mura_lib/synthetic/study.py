@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mura_lib.synthetic.abnormalities import Finding, draw_finding
-from mura_lib.synthetic.anatomy import Pose, Projector, frame
+from mura_lib.synthetic.anatomy import Pose, Projector, core_extent, frame
 from mura_lib.synthetic.parts import BUILDERS, Body
 from mura_lib.synthetic.render import changed_box, develop, rasterise
 
@@ -133,7 +133,9 @@ def render_study(spec: StudySpec, seed: int, look: Look) -> list[View]:
     build = BUILDERS[spec.part]
     finding = None
     if spec.label:
-        finding = draw_finding(rng, build(body, _pose(spec.part, menu[0], rng)))
+        reference = build(body, _pose(spec.part, menu[0], rng))
+        x0, x1, y0, y1 = core_extent(reference, Projector(0.0, 0.0, False))
+        finding = draw_finding(rng, reference, float(max(x1 - x0, y1 - y0)))
     shown = _visibility(spec.n_views, rng)
     if finding is not None and (finding.kind == "hardware" or finding.cast):
         shown = [True] * spec.n_views  # metal and plaster show on every film
