@@ -114,7 +114,7 @@ def test_densenet_maps():
 
 def test_unsupported_architecture():
     model = build_model("efficientnet_b0", "none")
-    with pytest.raises(ConfigError, match="for ResNet and DenseNet models, not EfficientNet$"):
+    with pytest.raises(ConfigError, match="for ResNet, DenseNet and SmallCNN models, not EfficientNet$"):
         class_activation_maps(model, torch.zeros(1, 1, 32, 32))
 
 
