@@ -18,7 +18,7 @@ from mura_lib.synthetic.anatomy import Anatomy, Bone, Projector
 from mura_lib.synthetic.primitives import Window, capsule_thickness, chord
 
 KINDS = ("fracture", "hardware", "lesion", "swelling")
-KIND_WEIGHTS = (0.37, 0.25, 0.28, 0.1)  # fractures dominate MURA's abnormal studies
+KIND_WEIGHTS = (0.4, 0.3, 0.22, 0.08)  # fractures dominate MURA's abnormal studies
 MU_METAL = 6.0  # per cm: steel is far denser than bone and saturates the film
 MU_CAST = 0.3  # per cm: plaster, about a third as dense as cortical bone
 
@@ -27,21 +27,28 @@ DensityFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class Finding:
-    """One abnormality of a study, in anatomical terms. Sizes are in cm."""
+    """One abnormality of a study, in anatomical terms. Sizes are in cm, angles in radians."""
 
     kind: str
     subtlety: float
     bone: str  # name of the bone it sits on (swelling: the bone nearest the joint)
     t: float  # position along the bone, 0..1 from p0
-    theta: float  # side of the bone it faces, radians about the bone's axis
+    theta: float  # side of the bone it faces, about the bone's axis
     size: float  # fracture gap / lesion radius / hardware length / swelling radius
-    contrast: float  # share of bone density removed (fracture gap, lesion)
-    shift: float  # fracture: sideways displacement; hardware: 0 plate, 1 screws, 2 wire
-    angulation: float  # fracture: bend of the distal fragment, radians
-    obliquity: float  # fracture: tilt of the line from perpendicular; lesion: elongation
-    extent: float  # fracture: share of the bone's width the line crosses
+    contrast: float = 0.0  # fracture gap, lesion: share of bone density removed
+    shift: float = 0.0  # fracture: sideways displacement of the distal fragment
+    angulation: float = 0.0  # fracture: bend of the distal fragment; screws: tilt
+    obliquity: float = 0.0  # fracture: tilt of the line from perpendicular
+    extent: float = 1.0  # fracture: share of the bone's width the line crosses
     cast: bool = False  # fracture: the limb is in a plaster cast
-    seed: int = 0  # lesion: placement of its satellite holes
+    elongation: float = 1.0  # lesion: length along the bone / width
+    holes: int = 0  # lesion: satellite holes around the main one
+    rim: bool = False  # lesion: sclerotic rim (a slow-growing lesion)
+    blastic: bool = False  # lesion: dense new bone instead of a hole (a sclerotic lesion)
+    seed: int = 0  # lesion: placement of the satellite holes
+    style: str = ""  # hardware: "plate", "screws" or "wire"
+    screws: int = 0  # hardware: screws (through the plate, or loose)
+    joint: int = 0  # swelling: index into the anatomy's joints
 
 
 def draw_finding(rng: np.random.Generator, anatomy: Anatomy, field_cm: float) -> Finding:
@@ -52,9 +59,9 @@ def draw_finding(rng: np.random.Generator, anatomy: Anatomy, field_cm: float) ->
     (about 128 px), where a humerus is a few pixels wide.
     """
     kind = KINDS[int(rng.choice(len(KINDS), p=KIND_WEIGHTS))]
-    # Subtlety spreads over 0..1, a little more weight on the obvious side (most abnormal
-    # films in MURA show their finding plainly); hardware is rarely subtle (metal is always
-    # bright), so its subtlety is compressed towards 0.
+    # Most abnormal films in MURA show their finding plainly: subtlety leans to the obvious
+    # side, with a tail of genuinely subtle findings. Hardware is rarely subtle (metal is
+    # always bright), so its subtlety is compressed towards 0.
     subtlety = float(rng.beta(0.6, 2.4))
     if kind == "hardware":
         subtlety *= 0.7
@@ -65,75 +72,53 @@ def draw_finding(rng: np.random.Generator, anatomy: Anatomy, field_cm: float) ->
     bone = targets[int(rng.choice(len(targets), p=weights / weights.sum()))]
     theta = float(rng.uniform(0, 2 * np.pi))
     t = float(rng.uniform(*bone.span))
+    where = (kind, subtlety, bone.name, t, theta)
+    # The order of the random draws below is part of the sample's definition: changing it
+    # changes every committed abnormal image.
     if kind == "fracture":
         # Obvious fractures are complete, wide and displaced or angulated; subtle ones are
         # hairlines that cross part of the bone.
         displaced = e > 0.3 or rng.uniform() < 0.3
         # Plain fractures are often filmed in their cast (MURA has many); a cast makes a study
         # easy to call, so it goes with the less subtle fractures.
-        cast = bool(rng.uniform() < 0.25 + 0.5 * e)
+        cast = bool(rng.uniform() < 0.35 + 0.5 * e)
+        shift = max(bone.r_mid * 2.0 * e, field_cm * 0.06 * e) * rng.uniform(0.6, 1.0)
+        angulation = 0.6 * e * rng.uniform(0.5, 1.0) * rng.choice([-1, 1])
         return Finding(
-            kind,
-            subtlety,
-            bone.name,
-            t,
-            theta,
+            *where,
             size=max(bone.r_mid * (0.15 + 0.9 * e), field_cm * (0.004 + 0.012 * e)),
             contrast=min(1.0, 0.4 + 0.8 * e),
-            shift=max(bone.r_mid * 2.0 * e, field_cm * 0.06 * e)
-            * rng.uniform(0.6, 1.0)
-            * displaced,
-            angulation=0.6 * e * rng.uniform(0.5, 1.0) * rng.choice([-1, 1]) * displaced,
+            shift=shift * displaced,
+            angulation=angulation * displaced,
             obliquity=float(rng.uniform(-0.7, 0.7)),
             extent=min(1.0, 0.4 + 0.9 * e),
             cast=cast,
         )
     if kind == "lesion":
-        # Aggressive lesions are large, expand past the cortex and punch the bone out.
+        # Aggressive lesions are large, moth-eaten and expand past the cortex. About half are
+        # blastic (dense, brighter than any normal bone: metastases of prostate cancer, bone
+        # islands), the rest lytic (holes, which resemble normal gaps between bones more).
         return Finding(
-            kind,
-            subtlety,
-            bone.name,
-            t,
-            theta,
+            *where,
             size=max(bone.r_mid * (0.6 + 0.8 * e), field_cm * (0.016 + 0.03 * e)),
             contrast=0.5 + 0.45 * e,
-            shift=float(round(1 + 4 * e * rng.uniform(0.6, 1.0))),  # satellite holes
-            angulation=0.0,
-            obliquity=float(rng.uniform(1.2, 2.2)),
-            extent=float(rng.uniform() < 0.5 + 0.5 * e),  # 1 = sclerotic rim
+            holes=int(round(1 + 4 * e * rng.uniform(0.6, 1.0))),
+            elongation=float(rng.uniform(1.2, 2.2)),
+            rim=bool(rng.uniform() < 0.5 + 0.5 * e),
             seed=int(rng.integers(2**31)),
+            blastic=bool(rng.uniform() < 0.5),
         )
     if kind == "hardware":
-        style = 0 if e > 0.45 else (1 if e > 0.38 else 2)  # plate, screws, wire
         return Finding(
-            kind,
-            subtlety,
-            bone.name,
-            t,
-            theta,
+            *where,
             size=_bone_length(bone) * (0.2 + 0.35 * e),
-            contrast=0.0,
-            shift=float(style),
+            style="plate" if e > 0.45 else ("screws" if e > 0.38 else "wire"),
             angulation=float(rng.uniform(-0.6, 0.6)),
-            obliquity=0.0,
-            extent=float(rng.integers(2, 6)),
+            screws=int(rng.integers(2, 6)),
         )
-    index = int(rng.integers(len(anatomy.joints)))
-    radius = anatomy.joints[index][1]
-    return Finding(
-        kind,
-        subtlety,
-        bone.name,
-        t,
-        theta,
-        size=radius * (0.45 + 0.9 * e),
-        contrast=0.7 + 1.0 * e,
-        shift=0.0,
-        angulation=0.0,
-        obliquity=0.0,
-        extent=float(index),
-    )
+    joint = int(rng.integers(len(anatomy.joints)))
+    radius = anatomy.joints[joint][1]
+    return Finding(*where, size=radius * (0.45 + 0.9 * e), contrast=0.7 + 1.0 * e, joint=joint)
 
 
 def _bone_length(b: Bone) -> float:
@@ -203,15 +188,15 @@ def _lesion_holes(f: Finding, b: Bone) -> list[tuple[np.ndarray, float, float]]:
     """Centre (anatomical), radius across the bone (cm) and elongation of each lytic hole.
 
     One main hole off the bone's axis towards `theta`; aggressive lesions add satellite holes
-    along the bone (`shift` of them), the moth-eaten look of a permeative process, which no
+    along the bone (`holes` of them), the moth-eaten look of a permeative process, which no
     normal structure resembles (a single round hole with a rim looks much like a carpal).
     """
     rng = np.random.default_rng(f.seed)
     axis3, e1, e2 = _frame(b)
     main = site(f, b) + 0.35 * b.r_mid * (np.cos(f.theta) * e1 + np.sin(f.theta) * e2)
-    holes = [(main, f.size, f.obliquity)]
-    for _ in range(int(f.shift)):
-        along = rng.uniform(-1, 1) * f.size * (f.obliquity + 1.5)
+    holes = [(main, f.size, f.elongation)]
+    for _ in range(f.holes):
+        along = rng.uniform(-1, 1) * f.size * (f.elongation + 1.5)
         phi = rng.uniform(0, 2 * np.pi)
         centre = site(f, b) + axis3 * along + 0.45 * b.r_mid * (np.cos(phi) * e1 + np.sin(phi) * e2)
         holes.append((centre, f.size * rng.uniform(0.3, 0.6), rng.uniform(1.0, 1.6)))
@@ -233,14 +218,18 @@ def _ellipse_radius(
 
 
 def lesion_factor(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndarray:
-    """Multiplier (<1 inside) that carves a lytic lesion out of a bone, maybe with a rim."""
+    """Multiplier that carves a lytic lesion out of a bone (maybe with a rim) or, for a blastic
+    one, makes its foci denser than any normal bone."""
     factor = np.ones(np.broadcast(win.x, win.y).shape)
     for k, (centre, radius, elong) in enumerate(_lesion_holes(f, b)):
         r = _ellipse_radius(proj, b, centre, radius, elong, win)
         hole = np.clip(1.25 - r, 0.0, 0.25) / 0.25  # flat floor, soft 20 % edge
+        if f.blastic:  # dense foci: up to three times the bone's own density
+            factor *= 1.0 + 2.0 * f.contrast * hole
+            continue
         factor *= 1.0 - f.contrast * hole
-        if k == 0:  # a sclerotic rim (`extent` = 1) marks a slow-growing lesion
-            factor *= 1.0 + f.extent * 0.6 * f.contrast * np.exp(-np.square((r - 1.15) / 0.15))
+        if k == 0 and f.rim:  # a sclerotic rim marks a slow-growing lesion
+            factor *= 1.0 + 0.6 * f.contrast * np.exp(-np.square((r - 1.15) / 0.15))
     return factor
 
 
@@ -251,7 +240,7 @@ def lesion_shell(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndarra
     rim of new bone, the "soap bubble" look of aggressive or cystic lesions.
     """
     excess = f.size - 0.8 * b.r_mid
-    if excess <= 0:
+    if excess <= 0 or f.blastic:
         return np.zeros(np.broadcast(win.x, win.y).shape)
     centre, radius, elong = _lesion_holes(f, b)[0]
     r = _ellipse_radius(proj, b, centre, radius, elong, win)
@@ -268,8 +257,8 @@ def hardware_metal(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndar
     half = f.size / 2
     s = proj.scale
     metal = np.zeros(np.broadcast(win.x, win.y).shape)
-    n_screws = int(f.extent)
-    if f.shift == 0:  # plate on the bone's surface, a screw through each hole
+    n_screws = f.screws
+    if f.style == "plate":  # on the bone's surface, a screw through each hole
         top = c3 + radial * (b.r_mid + 0.2)
         p0, p1 = proj(top - axis3 * half), proj(top + axis3 * half)
         half_width = min(0.6, 0.9 * b.r_mid)
@@ -282,7 +271,7 @@ def hardware_metal(f: Finding, b: Bone, proj: Projector, win: Window) -> np.ndar
         for k in range(n_screws + 2):
             q3 = top + axis3 * half * (2 * (k + 0.5) / (n_screws + 2) - 1)
             metal += _rod(win, proj(q3), proj(q3 - radial * (2 * b.r_mid + 0.6)), 0.18 * s, s)
-    elif f.shift == 1:  # one to three screws across the bone
+    elif f.style == "screws":  # one or two screws across the bone
         for k in range(max(1, n_screws // 2)):
             q3 = c3 + axis3 * (k - 0.5) * 0.9 + radial * (b.r_mid + 0.3)
             end = q3 - radial * (2 * b.r_mid + 0.5) + axis3 * f.angulation
@@ -344,6 +333,6 @@ def cast_path(f: Finding, anatomy: Anatomy, b: Bone, proj: Projector, win: Windo
 
 def swelling_centre(f: Finding, anatomy: Anatomy) -> tuple[np.ndarray, float]:
     """Anatomical centre and radius (cm) of the extra soft tissue of a swelling."""
-    joint, radius = anatomy.joints[int(f.extent) % len(anatomy.joints)]
+    joint, radius = anatomy.joints[f.joint % len(anatomy.joints)]
     direction = np.array([np.cos(f.theta), 0.0, np.sin(f.theta)])
     return np.asarray(joint) + direction * radius * 0.75, f.size

@@ -106,9 +106,13 @@ def _film_size(part: str, look: Look, rng: np.random.Generator) -> tuple[int, in
     return (long_side, short, True) if landscape else (short, long_side, False)
 
 
-def _visibility(n_views: int, rng: np.random.Generator) -> list[bool]:
-    """Which views show the finding: most of them, not always all (overlap hides it)."""
-    shown = [rng.uniform() >= 0.2 for _ in range(n_views)]
+def _visibility(n_views: int, subtlety: float, rng: np.random.Generator) -> list[bool]:
+    """Which views show the finding: most of them, not always all (overlap hides it).
+
+    A subtle finding is hidden more often (up to a third of views) than an obvious one.
+    """
+    hide = 0.05 + 0.3 * subtlety
+    shown = [rng.uniform() >= hide for _ in range(n_views)]
     may_hide = n_views - math.ceil(0.6 * n_views)
     while shown.count(False) > may_hide:
         shown[shown.index(False)] = True
@@ -136,7 +140,7 @@ def render_study(spec: StudySpec, seed: int, look: Look) -> list[View]:
         reference = build(body, _pose(spec.part, menu[0], rng))
         x0, x1, y0, y1 = core_extent(reference, Projector(0.0, 0.0, False))
         finding = draw_finding(rng, reference, float(max(x1 - x0, y1 - y0)))
-    shown = _visibility(spec.n_views, rng)
+    shown = _visibility(spec.n_views, finding.subtlety if finding else 0.0, rng)
     if finding is not None and (finding.kind == "hardware" or finding.cast):
         shown = [True] * spec.n_views  # metal and plaster show on every film
     views = []
