@@ -30,15 +30,13 @@ def patch_images(
     return normalize(x)
 
 
-@pytest.fixture(scope="module")
-def patch_model(one_torch_thread) -> torch.nn.Module:
-    """A resnet18 (random init) trained for a few steps to call bright patches abnormal."""
+def train_on_patches(model: torch.nn.Module, steps: int) -> torch.nn.Module:
+    """Train ``model`` (seeded) for ``steps`` batches to call bright patches abnormal."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    model = build_model("resnet18", "none")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    for _ in range(8):  # maps peak at the patch from step 4 on; 8 leave a margin
+    for _ in range(steps):
         labels = torch.arange(16) % 2
         corners = [
             tuple(torch.randint(0, S - PATCH, (2,), generator=generator).tolist()) if y else None
@@ -50,6 +48,21 @@ def patch_model(one_torch_thread) -> torch.nn.Module:
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def patch_model(one_torch_thread) -> torch.nn.Module:
+    """A resnet18 (random init) trained to call bright patches abnormal."""
+    torch.manual_seed(0)
+    # maps peak at the patch from step 4 on; 8 leave a margin
+    return train_on_patches(build_model("resnet18", "none"), steps=8)
+
+
+@pytest.fixture(scope="module")
+def small_patch_model(one_torch_thread) -> torch.nn.Module:
+    """The project's SmallCNN (global max pooling; 4 x 4 maps at S=64), trained alike."""
+    torch.manual_seed(0)
+    return train_on_patches(build_model("small_cnn", "none"), steps=16)
 
 
 def test_shape_and_logits_match_the_model(patch_model):
@@ -87,9 +100,11 @@ def test_one_feature_cell_gives_a_flat_map_equal_to_the_logit(patch_model):
     ("corner", "quadrant"),
     [((6, 6), (0, 0)), ((6, 42), (0, 1)), ((42, 6), (1, 0)), ((42, 42), (1, 1))],
 )
-def test_map_peaks_where_the_patch_is(patch_model, corner, quadrant):
+@pytest.mark.parametrize("model_name", ["patch_model", "small_patch_model"])
+def test_map_peaks_where_the_patch_is(request, model_name, corner, quadrant):
+    model = request.getfixturevalue(model_name)
     x = patch_images(torch.Generator().manual_seed(3), 1, [corner])
-    cams, _ = class_activation_maps(patch_model, x)
+    cams, _ = class_activation_maps(model, x)
     row, col = divmod(int(cams[0].argmax()), S)
     assert (row // (S // 2), col // (S // 2)) == quadrant
 
@@ -114,7 +129,8 @@ def test_densenet_maps():
 
 def test_unsupported_architecture():
     model = build_model("efficientnet_b0", "none")
-    with pytest.raises(ConfigError, match="for ResNet, DenseNet and SmallCNN models, not EfficientNet$"):
+    expected = "for ResNet, DenseNet and SmallCNN models, not EfficientNet$"
+    with pytest.raises(ConfigError, match=expected):
         class_activation_maps(model, torch.zeros(1, 1, 32, 32))
 
 

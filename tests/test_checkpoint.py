@@ -157,4 +157,3 @@ def test_load_errors_name_the_file_and_the_fix(tmp_path, model, write, expected)
         load_checkpoint(path)
     assert str(path) in str(info.value)
     assert expected in str(info.value)
-

@@ -1,7 +1,6 @@
 """Code version and git state recorded in checkpoints and run manifests."""
 
-from mura_lib import __version__
-from mura_lib import provenance
+from mura_lib import __version__, provenance
 
 
 def test_code_version_names_the_package_version():

@@ -4,6 +4,11 @@ For a network that ends in global average pooling followed by a linear layer, th
 the spatial mean of ``w . f(x, y) + b`` where ``f`` are the last feature maps. That map (before
 the mean) is the CAM: it shows where the evidence for "abnormal" lies, and its mean equals
 the logit, which the tests use as a check.
+
+The project's :class:`~mura_lib.models.small_cnn.SmallCNN` pools with a global max instead
+(a finding covers a few cells of a film). Its map is the same weighted sum ``w . f(x, y) + b``
+and is high where the evidence is, but its mean is not the logit: read it as a localisation,
+not as a decomposition of the score.
 """
 
 from __future__ import annotations

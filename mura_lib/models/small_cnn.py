@@ -2,10 +2,16 @@
 
 torchvision's smallest ResNet (resnet18, 11 M parameters, 0.6 GFLOPs at 128 px) learns the
 synthetic sample too slowly on a 2-core CPU, and its ImageNet weights cannot be had offline.
-This network keeps what matters for class activation maps (convolutional features, global
-average pooling, one linear layer: the same ``features``/``classifier`` layout as torchvision's
-DenseNet) at about a tenth of the cost. It exists for CPU demonstrations and tests; real MURA
-runs use a torchvision architecture with ImageNet weights.
+This network costs about a tenth of that. It exists for CPU demonstrations and tests; real
+MURA runs use a torchvision architecture with ImageNet weights.
+
+Two choices make it learn radiographic findings quickly:
+- it downsamples by max pooling, not strided convolutions, so a thin bright or dark line
+  (a fracture gap, a wire, a cortical break) survives to the deeper layers;
+- it pools its last feature maps with a global max: a finding occupies a few cells of the
+  map, and averaging over a whole film would dilute it.
+The head keeps torchvision DenseNet's ``features``/``classifier`` layout for class
+activation maps (:mod:`mura_lib.models.cam`).
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
 
 
 class SmallCNN(nn.Module):
-    """Five stages of 3x3 convolutions (widths 24-48-96-160-192), each halving the resolution,
-    then global average pooling and a linear classifier.
+    """A strided 3x3 stem, then 3x3 convolutions of widths 32-64-128 each followed by a 2x2
+    max pool, a last 3x3 convolution (128), global max pooling and a linear classifier.
+    The last feature maps are 1/16 of the input side (8 x 8 at 128 px).
 
     Args:
         in_chans: input channels (1 for radiographs; 3 for RGB).
@@ -33,13 +40,13 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_chans: int = 3, num_classes: int = 1000) -> None:
         super().__init__()
-        widths = (24, 48, 96, 160, 192)
-        layers, c_in = [], in_chans
-        for width in widths:
-            layers += [_conv_bn_relu(c_in, width, stride=2), _conv_bn_relu(width, width)]
+        layers, c_in = [_conv_bn_relu(in_chans, 16, stride=2)], 16
+        for width in (32, 64, 128):
+            layers += [_conv_bn_relu(c_in, width), nn.MaxPool2d(2)]
             c_in = width
+        layers.append(_conv_bn_relu(c_in, 128))
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(c_in, num_classes)
+        self.classifier = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).amax(dim=(2, 3)))
