@@ -15,20 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mura_lib.data import read_mura
 from mura_lib.data.augment import normalize
-from mura_lib.data.batches import BatchLoader
-from mura_lib.data.cache import build_cache
 from mura_lib.data.images import load_image
 from mura_lib.data.mura_layout import skip_reason
+from mura_lib.device import resolve_device
 from mura_lib.errors import CheckpointError, MuraError
-from mura_lib.evaluation.predictions import write_predictions
-from mura_lib.evaluation.report import evaluation_report
 from mura_lib.models.cam import cam_overlay, class_activation_maps
 from mura_lib.models.checkpoint import load_checkpoint, model_from_checkpoint
 from mura_lib.training.loop import autocast, predict_probs, to_model_input
 from mura_lib.training.progress import resolve_mode
-from mura_lib.training.train import resolve_device
 
 PREDICTION_COLUMNS = ["study_id", "body_part", "patient_id", "view", "label", "prob", "rel_path"]
 
@@ -79,6 +74,14 @@ def evaluate_checkpoint(
     metrics.json is computed from predictions.csv as written (probabilities as float32), so a
     recomputation from the CSV gives exactly the same numbers.
     """
+    # Imported here, not at the top: `predict` needs none of them, and scikit-learn and
+    # pandas add seconds to a one-study prediction's start-up.
+    from mura_lib.data import read_mura
+    from mura_lib.data.batches import BatchLoader
+    from mura_lib.data.cache import build_cache
+    from mura_lib.evaluation.predictions import write_predictions
+    from mura_lib.evaluation.report import evaluation_report
+
     model, ckpt = load_for_inference(checkpoint, device)
     frame = read_mura(data_root)
     rows = frame[frame["split"] == split]

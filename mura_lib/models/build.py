@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 from torch import nn
 
 if TYPE_CHECKING:
@@ -65,8 +64,8 @@ def build_model(
         if weights == "imagenet":
             raise ConfigError(f"{arch} has no ImageNet weights: use --weights none")
         model = PROJECT_ARCHS[arch]()
-    elif arch in torchvision.models.list_models(module=torchvision.models):
-        model = torchvision.models.get_model(arch, weights=None)
+    elif arch in _torchvision_models().list_models(module=_torchvision_models()):
+        model = _torchvision_models().get_model(arch, weights=None)
     else:
         raise ConfigError(
             f"unknown architecture {arch!r}: use a torchvision classification model name "
@@ -145,6 +144,14 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}
+
+
+def _torchvision_models():
+    """``torchvision.models``, imported on first use: it pulls in torch._dynamo (about 2.5 s on
+    a small CPU), which building or loading a project architecture never needs."""
+    import torchvision.models
+
+    return torchvision.models
 
 
 def _replace_head(model: nn.Module) -> None:

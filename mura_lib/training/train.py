@@ -29,6 +29,7 @@ from mura_lib.data import read_mura, split_by_patient
 from mura_lib.data.augment import Augmenter
 from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import build_cache
+from mura_lib.device import resolve_device
 from mura_lib.errors import ConfigError
 from mura_lib.evaluation.metrics import binary_metrics
 from mura_lib.evaluation.predictions import write_predictions
@@ -46,16 +47,6 @@ from mura_lib.training.loop import predict_probs, train_one_epoch
 from mura_lib.training.losses import image_loss_weights
 from mura_lib.training.progress import log_line, resolve_mode
 from mura_lib.training.schedule import EarlyStopping, metric_mode
-
-
-def resolve_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def seed_everything(seed: int, epoch: int = -1) -> None:
