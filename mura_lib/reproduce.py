@@ -142,6 +142,7 @@ def run_pipeline(
         "packages": {p: importlib.metadata.version(p) for p in PACKAGES},
     }
     (staging_results / "manifest.json").write_text(_to_json(manifest))
+    _point_at_published_models(staging_results / "metrics.json", staging_models, final_models)
     _replace_dir(staging_models, final_models)
     _replace_dir(staging_results, final_results)
     print(
@@ -247,6 +248,19 @@ def _keep_failed(staging_results: Path, staging_models: Path, failed: Path) -> P
         staging_results.rename(failed)
     shutil.rmtree(staging_models, ignore_errors=True)
     return failed
+
+
+def _point_at_published_models(metrics_path: Path, staging: Path, final: Path) -> None:
+    """Record in metrics.json the checkpoint's path after the swap, not in the staging folder
+    that is about to disappear (notebook 03 evaluated ``<staging>/best.pt``)."""
+    if not metrics_path.is_file():
+        return
+    metrics = json.loads(metrics_path.read_text())
+    checkpoint = Path(metrics.get("checkpoint", "")).resolve()
+    if checkpoint.is_relative_to(staging.resolve()):
+        metrics["checkpoint"] = _relative(final / checkpoint.relative_to(staging.resolve()))
+        # the staging folder is not published yet: no need for an atomic write here
+        metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
 
 
 def _relative(path: Path) -> str:

@@ -68,6 +68,15 @@ def test_metrics_json_has_the_evaluate_schema(smoke_run):
 
 
 @needs_sample
+def test_metrics_json_names_the_published_checkpoint(smoke_run):
+    # notebook 03 evaluated the checkpoint in the staging folder, which the swap removes
+    root, results = smoke_run
+    metrics = json.loads((results / "metrics.json").read_text())
+    published = (root / "models" / "smoke" / "best.pt").resolve()
+    assert metrics["checkpoint"] == str(published) and published.is_file()
+
+
+@needs_sample
 def test_manifest_records_the_run(smoke_run):
     _, results = smoke_run
     manifest = json.loads((results / "manifest.json").read_text())
