@@ -64,14 +64,18 @@ def build_model(
         if weights == "imagenet":
             raise ConfigError(f"{arch} has no ImageNet weights: use --weights none")
         model = PROJECT_ARCHS[arch]()
-    elif arch in _torchvision_models().list_models(module=_torchvision_models()):
-        model = _torchvision_models().get_model(arch, weights=None)
     else:
-        raise ConfigError(
-            f"unknown architecture {arch!r}: use a torchvision classification model name "
-            "(e.g. resnet18, resnet50, densenet169, efficientnet_b0) or one of "
-            f"{sorted(PROJECT_ARCHS)}"
-        )
+        # Imported here: torchvision.models pulls in torch._dynamo (about 2.5 s on a small
+        # CPU), which building or loading a project architecture never needs.
+        import torchvision.models as tv_models
+
+        if arch not in tv_models.list_models(module=tv_models):
+            raise ConfigError(
+                f"unknown architecture {arch!r}: use a torchvision classification model name "
+                "(e.g. resnet18, resnet50, densenet169, efficientnet_b0) or one of "
+                f"{sorted(PROJECT_ARCHS)}"
+            )
+        model = tv_models.get_model(arch, weights=None)
     if weights == "imagenet":
         from mura_lib.models.pretrained import load_imagenet_state_dict
 
@@ -144,14 +148,6 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}
-
-
-def _torchvision_models():
-    """``torchvision.models``, imported on first use: it pulls in torch._dynamo (about 2.5 s on
-    a small CPU), which building or loading a project architecture never needs."""
-    import torchvision.models
-
-    return torchvision.models
 
 
 def _replace_head(model: nn.Module) -> None:
