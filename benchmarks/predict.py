@@ -4,10 +4,11 @@
 
 What is measured (seconds):
 
-* ``warm_s``: median over ``--repeats`` calls of :func:`mura_lib.predict.predict_paths` on one
-  study folder in a process that has already imported torch and predicted once. Each call
-  does all a ``predict`` command does after start-up: read the checkpoint, build the model,
-  decode and letterbox the views, one forward pass under ``torch.inference_mode()``.
+* ``warm_s``: median over ``--repeats`` calls of
+  :func:`mura_lib.inference.predict.predict_paths` on one study folder in a process that has
+  already imported torch and predicted once. Each call does all a ``predict`` command does
+  after start-up: read the checkpoint, build the model, decode and letterbox the views, one
+  forward pass under ``torch.inference_mode()``.
 * ``process_s``: median wall time of ``python -m mura_lib predict --checkpoint CKPT STUDY``
   as a fresh process (interpreter start, imports, the same work, one JSON line printed).
 
@@ -29,7 +30,7 @@ import torch
 
 from mura_lib.config import PROJ_ROOT, SAMPLE_ROOT
 from mura_lib.data.mura import read_mura
-from mura_lib.predict import predict_paths
+from mura_lib.inference.predict import predict_paths
 
 
 def find_study(n_views: int) -> Path:

@@ -37,7 +37,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from mura_lib.predict import evaluate_checkpoint
+    from mura_lib.inference.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(
         args.checkpoint,
@@ -62,7 +62,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from mura_lib.predict import predict_paths
+    from mura_lib.inference.predict import predict_paths
 
     for result in predict_paths(args.checkpoint, args.paths, device=args.device, cam_dir=args.cam):
         print(json.dumps(result))
@@ -84,7 +84,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
+    """The command line; the training options are added only when ``command`` is ``train``.
+
+    They are read from TrainConfig, and importing it for `mura evaluate` or `mura predict`
+    would load the training package for nothing.
+    """
     parser = argparse.ArgumentParser(prog="mura", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -97,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder of the run")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT")
     p.add_argument("--overwrite", action="store_true", help="replace the run in OUT")
-    _add_train_options(p)
+    if command == "train":
+        _add_train_options(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split (default: valid)")
@@ -122,8 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (its first word that is not an option), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -9,14 +9,8 @@ import pytest
 import torch
 
 from mura_lib.errors import CheckpointError
-from mura_lib.models.build import build_model
-from mura_lib.models.checkpoint import (
-    FORMAT,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-    to_cpu,
-)
+from mura_lib.models.build import build_model, model_from_checkpoint
+from mura_lib.models.checkpoint import FORMAT, load_checkpoint, save_checkpoint, to_cpu
 
 pytest_plugins = ["fixtures_training"]  # one_torch_thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,4 +1,4 @@
-"""EDA computations (mura_lib.eda) and figures (mura_lib.eda_plots) on tiny trees."""
+"""EDA computations (reports.eda) and figures (reports.eda_figures) on tiny trees."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from conftest import Study, default_studies, frame_of, write_tree
 from matplotlib.figure import Figure
 from PIL import Image
 
-from mura_lib import eda, eda_plots
 from mura_lib.data import read_mura
 from mura_lib.data.describe import PAPER_TABLE1, count_table
+from mura_lib.reports import eda, eda_figures
 
 matplotlib.use("Agg")
 
@@ -242,14 +242,14 @@ def test_figures_are_returned(varied_tree: Path, mura_tree: Path) -> None:
     sizes = eda.image_sizes(read_mura(varied_tree))
     sample = eda.intensity_histograms(frame, max_images=14)
     figures = [
-        eda_plots.plot_counts(count_table(frame)),
-        eda_plots.plot_abnormal_rate(count_table(frame)),
-        eda_plots.plot_views_per_study(eda.views_per_study(frame)),
-        eda_plots.plot_sizes(sizes),
-        eda_plots.plot_sizes(sizes, hexbin_above=2),
-        eda_plots.plot_intensity_histograms(sample.histograms, sample.note),
-        eda_plots.plot_part_cooccurrence(eda.part_cooccurrence(frame)),
-        eda_plots.plot_study_grid(frame, eda.example_studies(frame), max_views=3),
+        eda_figures.plot_counts(count_table(frame)),
+        eda_figures.plot_abnormal_rate(count_table(frame)),
+        eda_figures.plot_views_per_study(eda.views_per_study(frame)),
+        eda_figures.plot_sizes(sizes),
+        eda_figures.plot_sizes(sizes, hexbin_above=2),
+        eda_figures.plot_intensity_histograms(sample.histograms, sample.note),
+        eda_figures.plot_part_cooccurrence(eda.part_cooccurrence(frame)),
+        eda_figures.plot_study_grid(frame, eda.example_studies(frame), max_views=3),
     ]
     for fig in figures:
         assert isinstance(fig, Figure)
@@ -261,7 +261,7 @@ def test_study_grid_marks_unreadable_images(mura_tree: Path) -> None:
     studies = eda.example_studies(frame).head(1)
     first = frame.loc[frame["study_id"] == studies["study_id"].iloc[0], "path"].iloc[0]
     Path(first).write_bytes(b"broken")
-    fig = eda_plots.plot_study_grid(frame, studies, max_views=2)
+    fig = eda_figures.plot_study_grid(frame, studies, max_views=2)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "unreadable" in texts
     matplotlib.pyplot.close(fig)

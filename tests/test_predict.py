@@ -16,7 +16,8 @@ from mura_lib.data import read_mura
 from mura_lib.errors import CheckpointError, MuraError
 from mura_lib.evaluation.predictions import read_predictions
 from mura_lib.evaluation.report import evaluation_report
-from mura_lib.predict import cam_file_names, evaluate_checkpoint, predict_paths
+from mura_lib.inference.evaluate import evaluate_checkpoint
+from mura_lib.inference.predict import cam_file_names, predict_paths
 
 pytest_plugins = ["fixtures_training"]  # tiny_tree, trained_run, shared_cache_dir
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mura_lib.data.transfer import host_to_device
+
 # Grayscale statistics: the mean of ImageNet's three channel means / stds. Models take one
 # input channel whose first-conv weights are the sum of the pretrained RGB weights, so a gray
 # value normalised with these constants excites the network as the gray RGB image would.
@@ -177,17 +179,6 @@ def normalize(images: torch.Tensor, mean: float = GRAY_MEAN, std: float = GRAY_S
     # uint8 * float promotes to float32 in the same pass as the scaling: two passes in all.
     scaled = torch.mul(images, 1.0 / (255.0 * std)).to(torch.float32)
     return scaled.sub_(mean / std)
-
-
-def host_to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Copy a small CPU tensor to ``device`` without stalling the GPU.
-
-    A CUDA copy from pageable memory waits until the stream has drained, which would leave the
-    GPU idle while Python queues the next step; from pinned memory it is truly asynchronous.
-    """
-    if device.type != "cuda":
-        return values.to(device)
-    return values.pin_memory().to(device, non_blocking=True)
 
 
 def apply_augmentation(

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mura_lib.data.augment import host_to_device
+from mura_lib.data.transfer import host_to_device
 
 if TYPE_CHECKING:
     from mura_lib.data.cache import ImageCache

@@ -16,7 +16,7 @@ Two adaptations are made to the torchvision model, whatever the architecture:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from mura_lib.errors import ConfigError
+from mura_lib.models.checkpoint import load_checkpoint  # checkpoint.py imports nothing of ours
 from mura_lib.models.small_cnn import SmallCNN
 
 # Architectures of this project, beside torchvision's (built without pretrained weights).
@@ -84,8 +85,6 @@ def build_model(
     if in_chans != 3:
         _adapt_input_conv(model, in_chans)
     if weights not in ("none", "imagenet"):
-        from mura_lib.models.checkpoint import load_checkpoint
-
         ckpt = load_checkpoint(weights)
         if ckpt["model_args"]["arch"] != arch or ckpt["model_args"]["in_chans"] != in_chans:
             raise ConfigError(
@@ -96,6 +95,14 @@ def build_model(
         model.load_state_dict(ckpt["model"])
     set_trainable(model, resolve_trainable(arch, weights, trainable))
     return model
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    """Rebuild the model described by ``ckpt`` and load its weights (eval mode, on CPU)."""
+    args = ckpt["model_args"]
+    model = build_model(args["arch"], "none", trainable="all", in_chans=args["in_chans"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
 
 
 def resolve_trainable(arch: str, weights: str, trainable: str | Sequence[str]) -> list[str] | None:

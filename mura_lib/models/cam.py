@@ -67,13 +67,29 @@ def class_activation_maps(
     return cams[:, 0], logits
 
 
+# matplotlib's "jet" as its piecewise-linear segments (x, value) per channel, so that a CAM
+# overlay (`mura predict --cam`) needs no plotting library; tested equal to matplotlib's.
+_JET_SEGMENTS = (
+    ((0.0, 0.35, 0.66, 0.89, 1.0), (0.0, 0.0, 1.0, 1.0, 0.5)),
+    ((0.0, 0.125, 0.375, 0.64, 0.91, 1.0), (0.0, 0.0, 1.0, 1.0, 0.0, 0.0)),
+    ((0.0, 0.11, 0.34, 0.65, 1.0), (0.5, 1.0, 1.0, 0.0, 0.0)),
+)
+_JET_LEVELS = 256  # matplotlib's lookup-table size
+
+
+def jet(values: np.ndarray) -> np.ndarray:
+    """The jet colour of each value in [0, 1]: an array of shape ``values.shape + (3,)``."""
+    grid = np.linspace(0.0, 1.0, _JET_LEVELS)
+    lut = np.stack([np.interp(grid, x, y) for x, y in _JET_SEGMENTS], axis=-1)
+    index = np.clip((np.asarray(values, dtype=np.float64) * _JET_LEVELS).astype(int), 0, 255)
+    return lut[index]
+
+
 def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> Image.Image:
     """Blend a heatmap (jet colour map, min-max scaled) over a uint8 grayscale image."""
-    from matplotlib import colormaps
-
     lo, hi = float(cam.min()), float(cam.max())
     scaled = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
-    heat = colormaps["jet"](scaled)[..., :3]
+    heat = jet(scaled)
     gray = np.repeat((image.astype(np.float32) / 255.0)[..., None], 3, axis=-1)
     blended = (1 - alpha) * gray + alpha * heat
     return Image.fromarray(np.clip(blended * 255, 0, 255).astype(np.uint8))

@@ -77,13 +77,3 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}: it is incomplete, retrain")
     return ckpt
-
-
-def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild the model described by ``ckpt`` and load its weights (eval mode, on CPU)."""
-    from mura_lib.models.build import build_model
-
-    args = ckpt["model_args"]
-    model = build_model(args["arch"], "none", trainable="all", in_chans=args["in_chans"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval()

@@ -1,33 +1,21 @@
-"""One epoch of training and batched inference, the same code on CPU and CUDA.
+"""One epoch of training, the same code on CPU and CUDA.
 
 On CUDA the model runs in channels_last memory format under bf16 autocast (no loss scaling
-needed, unlike fp16); on CPU both are off and the code path is otherwise identical.
+needed, unlike fp16), as in inference (:mod:`mura_lib.inference.engine`, which validation
+uses); on CPU both are off and the code path is otherwise identical.
 """
 
 from __future__ import annotations
 
-import contextlib
-
-import numpy as np
 import torch
 from torch import nn
 
 from mura_lib.data.augment import Augmenter
 from mura_lib.data.batches import BatchLoader
+from mura_lib.inference.engine import autocast, to_model_input
 from mura_lib.models.build import freeze_batchnorm_stats
+from mura_lib.progress import track
 from mura_lib.training.losses import weighted_bce
-from mura_lib.training.progress import track
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``enabled``; a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def to_model_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def train_one_epoch(
@@ -62,26 +50,3 @@ def train_one_epoch(
         total += loss.detach()
         count += 1
     return float(total) / max(count, 1)  # one device sync per epoch, not per step
-
-
-@torch.inference_mode()
-def predict_probs(
-    model: nn.Module,
-    loader: BatchLoader,
-    augmenter: Augmenter,
-    *,
-    amp: bool = True,
-    channels_last: bool = False,
-    progress: str = "none",
-    desc: str = "predict",
-) -> np.ndarray:
-    """Abnormality probability of every row of an (unshuffled) loader, in row order."""
-    model.eval()
-    device = loader.device
-    probs = torch.empty(len(loader.images), dtype=torch.float32, device=device)
-    for batch in track(loader.epoch(0), progress, len(loader), desc):
-        x = to_model_input(augmenter(batch.images, train=False), channels_last)
-        with autocast(device, amp):
-            logits = model(x).squeeze(1)
-        probs[batch.index.to(device)] = torch.sigmoid(logits.float())
-    return probs.cpu().numpy()

@@ -35,17 +35,18 @@ from mura_lib.evaluation.metrics import binary_metrics
 from mura_lib.evaluation.predictions import write_predictions
 from mura_lib.evaluation.studies import study_scores
 from mura_lib.evaluation.thresholds import choose_threshold
+from mura_lib.inference.engine import predict_probs
 from mura_lib.models.build import (
     build_model,
     count_parameters,
     resolve_trainable,
 )
 from mura_lib.models.checkpoint import load_checkpoint, save_checkpoint
+from mura_lib.progress import log_line, resolve_mode
 from mura_lib.provenance import code_version
 from mura_lib.training.config import RESUMABLE_CHANGES, TrainConfig
-from mura_lib.training.loop import predict_probs, train_one_epoch
+from mura_lib.training.loop import train_one_epoch
 from mura_lib.training.losses import image_loss_weights
-from mura_lib.training.progress import log_line, resolve_mode
 from mura_lib.training.schedule import EarlyStopping, metric_mode
 
 

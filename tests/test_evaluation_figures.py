@@ -1,4 +1,5 @@
-"""Tests of mura_lib.plots: every figure function returns a Figure that can be saved."""
+"""Tests of mura_lib.reports.evaluation_figures: every figure function returns a Figure that
+can be saved (with reports.figures.save_figure)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from mura_lib import plots
 from mura_lib.evaluation import calibration_table, per_part_table
+from mura_lib.reports import evaluation_figures as plots
+from mura_lib.reports.figures import save_figure
 
 matplotlib.use("Agg")
 
@@ -70,5 +72,5 @@ def test_functions_draw_on_a_given_axes(studies: pd.DataFrame) -> None:
 
 
 def test_save_figure_creates_the_folder(tmp_path: Path, studies: pd.DataFrame) -> None:
-    path = plots.save_figure(plots.plot_roc_curves(studies), tmp_path / "figures" / "a" / "roc.png")
+    path = save_figure(plots.plot_roc_curves(studies), tmp_path / "figures" / "a" / "roc.png")
     assert path.is_file() and path.stat().st_size > 1000

@@ -1,8 +1,9 @@
 """Figures of the EDA notebook: counts, class balance, views, sizes, intensities, examples.
 
 Each function takes the result of a computation (:func:`mura_lib.data.describe.count_table` or
-a function of :mod:`mura_lib.eda`) and returns a matplotlib Figure; none calls ``plt.show()``.
-Notebooks display the returned figure and save it with :func:`mura_lib.plots.save_figure`.
+a function of :mod:`mura_lib.reports.eda`) and returns a matplotlib Figure; none calls
+``plt.show()``. Notebooks display the returned figure and save it with
+:func:`mura_lib.reports.figures.save_figure`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from matplotlib.figure import Figure
 
 from mura_lib.config import BODY_PARTS, SPLITS
 from mura_lib.data.images import read_gray
-from mura_lib.eda import parts_in
 from mura_lib.errors import ImageReadError
+from mura_lib.reports.eda import parts_in
 
 NORMAL_COLOR, ABNORMAL_COLOR = "C0", "C3"
 SPLIT_COLORS = {"train": "C0", "valid": "C1"}
@@ -102,7 +103,7 @@ def plot_abnormal_rate(counts: pd.DataFrame) -> Figure:
 
 
 def plot_views_per_study(views: pd.DataFrame) -> Figure:
-    """Heatmap of :func:`mura_lib.eda.views_per_study`: colour = share of the row's studies,
+    """Heatmap of :func:`mura_lib.reports.eda.views_per_study`: colour = share of the row's studies,
     text = number of studies."""
     import seaborn as sns
 
@@ -130,7 +131,7 @@ def plot_sizes(sizes: pd.DataFrame, hexbin_above: int = 3000) -> Figure:
     """Width against height of every image (left) and the histogram of aspect ratios (right).
 
     Args:
-        sizes: :func:`mura_lib.eda.image_sizes`; unreadable headers are left out.
+        sizes: :func:`mura_lib.reports.eda.image_sizes`; unreadable headers are left out.
         hexbin_above: above this many images the scatter becomes a hexbin (log counts), which
             stays readable for 40k points.
     """
@@ -185,7 +186,8 @@ def plot_intensity_histograms(histograms: pd.DataFrame, note: str = "") -> Figur
     """Gray-level histograms (share of pixels, log scale), one line per column.
 
     Args:
-        histograms: ``IntensitySample.histograms`` of :func:`mura_lib.eda.intensity_histograms`.
+        histograms: ``IntensitySample.histograms`` of
+            :func:`mura_lib.reports.eda.intensity_histograms`.
         note: printed under the title (e.g. ``IntensitySample.note``), wrapped.
     """
     import textwrap
@@ -211,7 +213,7 @@ def plot_intensity_histograms(histograms: pd.DataFrame, note: str = "") -> Figur
 
 
 def plot_part_cooccurrence(matrix: pd.DataFrame) -> Figure:
-    """Heatmap of :func:`mura_lib.eda.part_cooccurrence`: patients seen under both parts.
+    """Heatmap of :func:`mura_lib.reports.eda.part_cooccurrence`: patients seen under both parts.
 
     The diagonal (all of a part's patients) is left blank so the colours show the overlaps;
     its counts go into the row labels.
@@ -244,8 +246,8 @@ def plot_study_grid(
 
     Args:
         frame: the image index frame (gives each study's image paths).
-        studies: the studies to show, one per row (e.g. :func:`mura_lib.eda.example_studies`);
-            needs study_id and label.
+        studies: the studies to show, one per row (e.g.
+            :func:`mura_lib.reports.eda.example_studies`); needs study_id and label.
         max_views: columns; views beyond are counted in the row's title.
         cell: inches per image cell. Images keep their aspect ratio (no stretching).
     """

@@ -2,7 +2,7 @@
 
 The EDA notebook (`notebooks/01_eda.ipynb`) calls these functions on the image index frame of
 :func:`mura_lib.data.read_mura`; the figures that show their results are in
-:mod:`mura_lib.eda_plots`. Counts per split, part and label are
+:mod:`mura_lib.reports.eda_figures`. Counts per split, part and label are
 :func:`mura_lib.data.describe.count_table`, not repeated here.
 
 Cost matters on the real data (40,005 images): :func:`image_sizes` reads PNG headers only (no

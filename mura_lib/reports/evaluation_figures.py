@@ -4,14 +4,12 @@ calibration curve, per-part metric chart.
 Each function takes data (study scores from ``study_scores``, a confusion dict from a metric
 block, a calibration table, a per-part table) and an optional matplotlib Axes to draw on, and
 returns the Figure. Nothing here calls ``plt.show()``: notebooks display the returned figure,
-scripts save it with :func:`save_figure`.
+scripts save it with :func:`mura_lib.reports.figures.save_figure`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -168,11 +166,3 @@ def plot_per_part(
     ax.set(xlabel=metric, title=title or f"{metric} per body part")
     ax.legend(fontsize="small", loc="lower right")
     return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Save a figure (format from the suffix), creating the folder; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path

@@ -1,0 +1,123 @@
+"""Predict new images and study folders with a trained checkpoint: what `mura predict` runs.
+
+A study folder is one forward pass of its views; its probability is the mean over its views
+(the paper's rule) and its label uses the checkpoint's threshold.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mura_lib.data.images import load_image
+from mura_lib.data.mura_layout import skip_reason
+from mura_lib.errors import MuraError
+from mura_lib.inference.engine import (
+    CheckpointNormalizer,
+    autocast,
+    load_for_inference,
+    to_model_input,
+)
+from mura_lib.models.cam import cam_overlay, class_activation_maps
+
+
+def _natural_key(path: Path) -> tuple:
+    """image2 before image10."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name))
+
+
+def _expand(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
+    """Group the inputs: a folder is a study (its PNG views), a file is a one-image item."""
+    items = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            views = sorted(
+                (
+                    p
+                    for p in path.iterdir()
+                    if p.is_file() and skip_reason(p.name, is_dir=False, in_study=True) is None
+                ),
+                key=_natural_key,
+            )
+            if not views:
+                raise MuraError(f"{path} holds no PNG image: pass a study folder or image files")
+            items.append((str(path), views))
+        elif path.is_file():
+            items.append((str(path), [path]))
+        else:
+            raise MuraError(f"{path} does not exist: pass image files or study folders")
+    return items
+
+
+@torch.inference_mode()
+def predict_paths(
+    checkpoint: str | Path,
+    paths: list[str | Path],
+    *,
+    device: str = "auto",
+    cam_dir: str | Path | None = None,
+) -> list[dict]:
+    """Predict image files and study folders; one result dict per input.
+
+    A study's probability is the mean over its views (the paper's rule) and its label uses
+    the checkpoint's threshold. With ``cam_dir``, a CAM overlay PNG is written for every view.
+    """
+    model, ckpt = load_for_inference(checkpoint, device)
+    dev = next(model.parameters()).device
+    threshold = float(ckpt["threshold"])
+    results = []
+    for name, views in _expand(paths):  # one study (at most a dozen views) per forward pass
+        arrays = [load_image(v, ckpt["image_size"], ckpt["resize"])[0] for v in views]
+        x = torch.from_numpy(np.stack(arrays)[:, None]).to(dev)
+        x = to_model_input(CheckpointNormalizer(ckpt)(x), dev.type == "cuda")
+        if cam_dir is not None:
+            cams, logits = class_activation_maps(model, x)
+            _write_cams(Path(cam_dir), views, arrays, cams.cpu().numpy())
+        else:
+            with autocast(dev, True):
+                logits = model(x).float().squeeze(1)
+        view_probs = torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
+        prob = float(view_probs.mean())
+        results.append(
+            {
+                "input": name,
+                "n_views": len(views),
+                "prob": round(prob, 6),
+                "prediction": "abnormal" if prob >= threshold else "normal",
+                "threshold": threshold,
+                "view_probs": [round(float(p), 6) for p in view_probs],
+            }
+        )
+    return results
+
+
+def _write_cams(
+    cam_dir: Path, views: list[Path], arrays: list[np.ndarray], cams: np.ndarray
+) -> None:
+    cam_dir.mkdir(parents=True, exist_ok=True)
+    for name, image, cam in zip(cam_file_names(views), arrays, cams, strict=True):
+        cam_overlay(image, cam).save(cam_dir / name)
+
+
+def cam_file_names(views: list[Path]) -> list[str]:
+    """One overlay file name per view, distinct so that no overlay overwrites another.
+
+    The study folder alone is not enough: in MURA nearly every study is ``study1_positive`` or
+    ``study1_negative``, so the name holds the last three folders (part, patient, study) and
+    the image name, and is numbered when two inputs still share it.
+    """
+    names: list[str] = []
+    for view in views:
+        absolute = view.resolve()
+        folders = [part for part in absolute.parent.parts[-3:] if part != absolute.anchor]
+        base = name = "_".join([*folders, view.stem])
+        n = 1
+        while f"{name}_cam.png" in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(f"{name}_cam.png")
+    return names

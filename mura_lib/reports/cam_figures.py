@@ -1,0 +1,39 @@
+"""Class activation maps of a study, view by view: where the model saw the evidence."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from mura_lib.data.images import load_image
+from mura_lib.inference.engine import CheckpointNormalizer
+from mura_lib.models.cam import cam_overlay, class_activation_maps
+
+
+def study_cam_figure(
+    model: torch.nn.Module, checkpoint: dict, views: pd.DataFrame, max_views: int = 4
+) -> Figure:
+    """One study: each view (as the model sees it) above its CAM overlay and probability."""
+    views = views.sort_values("view").head(max_views)
+    size, resize = checkpoint["image_size"], checkpoint["resize"]
+    images = np.stack([load_image(p, size, resize)[0] for p in views["path"]])
+    device = next(model.parameters()).device
+    x = CheckpointNormalizer(checkpoint)(torch.from_numpy(images[:, None]).to(device))
+    cams, logits = class_activation_maps(model, x)
+    probs = torch.sigmoid(logits).cpu().numpy()
+    fig, axes = plt.subplots(2, len(views), figsize=(2.6 * len(views), 5.4), squeeze=False)
+    for k, (image, cam, prob) in enumerate(zip(images, cams.cpu().numpy(), probs, strict=True)):
+        axes[0, k].imshow(image, cmap="gray", vmin=0, vmax=255)
+        axes[0, k].set_title(f"view {views['view'].iloc[k]}", fontsize="small")
+        axes[1, k].imshow(cam_overlay(image, cam))
+        axes[1, k].set_title(f"CAM, p={prob:.2f}", fontsize="small")
+    for ax in axes.flat:
+        ax.axis("off")
+    first = views.iloc[0]
+    label = "abnormal" if first["label"] == 1 else "normal"
+    fig.suptitle(f"{first['study_id']} (label: {label})", fontsize="medium")
+    fig.tight_layout()
+    return fig
