@@ -149,4 +149,6 @@ def test_jet_is_matplotlibs_jet() -> None:
     from mura_lib.models.cam import jet
 
     values = np.concatenate([np.linspace(0, 1, 4097), [0.35, 0.66, 0.89, 1 - 1e-9]])
-    np.testing.assert_allclose(jet(values), colormaps["jet"](values)[..., :3], atol=1e-12)
+    np.testing.assert_array_equal(jet(values), colormaps["jet"](values)[..., :3])
+    cam = np.random.default_rng(0).random((64, 64), dtype=np.float32)  # as CAMs are: float32
+    np.testing.assert_array_equal(jet(cam), colormaps["jet"](cam)[..., :3])

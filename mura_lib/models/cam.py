@@ -77,12 +77,25 @@ _JET_SEGMENTS = (
 _JET_LEVELS = 256  # matplotlib's lookup-table size
 
 
+def _lookup_table(x: tuple[float, ...], y: tuple[float, ...]) -> np.ndarray:
+    """One channel of a piecewise-linear colour map at ``_JET_LEVELS`` evenly spaced points,
+    computed as matplotlib computes its lookup tables (so the colours agree bit for bit)."""
+    # Both scaled to lookup-table units first, in matplotlib's order of operations.
+    xp, yp = np.asarray(x) * (_JET_LEVELS - 1), np.asarray(y)
+    grid = (_JET_LEVELS - 1) * np.linspace(0.0, 1.0, _JET_LEVELS)
+    upper = np.searchsorted(xp, grid)[1:-1]
+    distance = (grid[1:-1] - xp[upper - 1]) / (xp[upper] - xp[upper - 1])
+    inner = distance * (yp[upper] - yp[upper - 1]) + yp[upper - 1]
+    return np.clip(np.concatenate([[yp[0]], inner, [yp[-1]]]), 0.0, 1.0)
+
+
+_JET_LUT = np.stack([_lookup_table(x, y) for x, y in _JET_SEGMENTS], axis=-1)
+
+
 def jet(values: np.ndarray) -> np.ndarray:
     """The jet colour of each value in [0, 1]: an array of shape ``values.shape + (3,)``."""
-    grid = np.linspace(0.0, 1.0, _JET_LEVELS)
-    lut = np.stack([np.interp(grid, x, y) for x, y in _JET_SEGMENTS], axis=-1)
     index = np.clip((np.asarray(values, dtype=np.float64) * _JET_LEVELS).astype(int), 0, 255)
-    return lut[index]
+    return _JET_LUT[index]
 
 
 def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> Image.Image:
