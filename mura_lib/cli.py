@@ -16,6 +16,10 @@ from collections.abc import Sequence
 
 from mura_lib.errors import MuraError
 
+# Kept here rather than imported from mura_lib.inference: `mura --help` must not load torch.
+TTA_CHOICES = ("none", "flip")
+TTA_HELP = "test-time augmentation (default: the one the threshold was chosen with)"
+
 
 def _cmd_describe(args: argparse.Namespace) -> int:
     from mura_lib.data.describe import describe_mura
@@ -50,6 +54,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         skip_bad_images=args.skip_bad_images,
         cache_dir=args.cache_dir or None,
+        tta=args.tta,
     )
     study = report["study"]["overall"]
     print(
@@ -64,8 +69,41 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from mura_lib.inference.predict import predict_paths
 
-    for result in predict_paths(args.checkpoint, args.paths, device=args.device, cam_dir=args.cam):
+    results = predict_paths(
+        args.checkpoint, args.paths, device=args.device, cam_dir=args.cam, tta=args.tta
+    )
+    for result in results:
         print(json.dumps(result))
+    return 0
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from mura_lib.inference.members import build_ensemble
+
+    manifest = build_ensemble(
+        args.members,
+        args.out,
+        data_root=args.data,
+        tta=args.tta,
+        device=args.device,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir or None,
+    )
+    threshold = manifest["threshold"]
+    calibrated = (
+        f"threshold {threshold:.3f} ({manifest['threshold_rule']}, TTA {manifest['tta']})"
+        if threshold is not None
+        else "no threshold yet: `mura evaluate` chooses one on validation studies"
+    )
+    print(f"wrote {args.out}: {len(manifest['members'])} members, {calibrated}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from mura_lib.evaluation.compare import compare_evaluations
+
+    result = compare_evaluations(args.a, args.b, n_boot=args.n_boot, seed=args.seed)
+    print(json.dumps(result, allow_nan=False))
     return 0
 
 
@@ -117,6 +155,7 @@ def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--skip-bad-images", action="store_true")
     p.add_argument("--cache-dir", default="", help="image cache folder (default: cache/)")
+    p.add_argument("--tta", choices=TTA_CHOICES, default=None, help=TTA_HELP)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict image files or study folders (JSON lines)")
@@ -124,7 +163,29 @@ def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="PNG files or study folders")
     p.add_argument("--cam", metavar="DIR", help="write class activation map overlays to DIR")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", choices=TTA_CHOICES, default=None, help=TTA_HELP)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("ensemble", help="write an ensemble manifest of checkpoints (JSON)")
+    p.add_argument("members", nargs="+", metavar="CKPT_OR_MANIFEST")
+    p.add_argument("--out", required=True, help="the manifest to write (FILE.json)")
+    p.add_argument(
+        "--data",
+        help="MURA root: choose the threshold on the validation studies every member held out "
+        "(otherwise from the members' validation predictions when they have them)",
+    )
+    p.add_argument("--tta", choices=TTA_CHOICES, default="none", help="TTA of the threshold")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cache-dir", default="", help="image cache folder (default: cache/)")
+    p.set_defaults(func=_cmd_ensemble)
+
+    p = sub.add_parser("compare", help="paired comparison of two `evaluate` folders (JSON)")
+    p.add_argument("a", metavar="DIR_A", help="the reference evaluation (mura evaluate --out)")
+    p.add_argument("b", metavar="DIR_B", help="the evaluation compared with it, same studies")
+    p.add_argument("--n-boot", type=int, default=1000, help="paired bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=_cmd_compare)
     return parser
 
 

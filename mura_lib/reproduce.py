@@ -142,7 +142,7 @@ def run_pipeline(
         "packages": {p: importlib.metadata.version(p) for p in PACKAGES},
     }
     (staging_results / "manifest.json").write_text(_to_json(manifest))
-    _point_at_published_models(staging_results / "metrics.json", staging_models, final_models)
+    _point_at_published_models(staging_results, staging_models, final_models)
     _replace_dir(staging_models, final_models)
     _replace_dir(staging_results, final_results)
     print(
@@ -250,17 +250,30 @@ def _keep_failed(staging_results: Path, staging_models: Path, failed: Path) -> P
     return failed
 
 
-def _point_at_published_models(metrics_path: Path, staging: Path, final: Path) -> None:
-    """Record in metrics.json the checkpoint's path after the swap, not in the staging folder
-    that is about to disappear (notebook 03 evaluated ``<staging>/best.pt``)."""
-    if not metrics_path.is_file():
-        return
-    metrics = json.loads(metrics_path.read_text())
-    checkpoint = Path(metrics.get("checkpoint", "")).resolve()
-    if checkpoint.is_relative_to(staging.resolve()):
-        metrics["checkpoint"] = _relative(final / checkpoint.relative_to(staging.resolve()))
+def _point_at_published_models(results: Path, staging: Path, final: Path) -> None:
+    """Record in every metrics.json of the results the models' paths after the swap, not in
+    the staging folder that is about to disappear (notebook 03 evaluated ``<staging>/best.pt``
+    and the ensemble's members there)."""
+    staged, published = str(staging.resolve()), _relative(final)
+    staged_relative = _relative(staging) + "/"
+
+    def repoint(value):
+        if isinstance(value, dict):
+            return {k: repoint(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [repoint(v) for v in value]
+        if isinstance(value, str) and Path(value).is_absolute():
+            path = Path(value).resolve()
+            if path.is_relative_to(staged):
+                return str(Path(published) / path.relative_to(staged))
+        if isinstance(value, str) and value.startswith(staged_relative):
+            return f"{published}/{value[len(staged_relative) :]}"
+        return value
+
+    for metrics_path in sorted(results.rglob("metrics.json")):
+        metrics = json.loads(metrics_path.read_text())
         # the staging folder is not published yet: no need for an atomic write here
-        metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+        metrics_path.write_text(json.dumps(repoint(metrics), indent=2, allow_nan=False) + "\n")
 
 
 def _relative(path: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -74,6 +75,34 @@ def test_metrics_json_names_the_published_checkpoint(smoke_run):
     metrics = json.loads((results / "metrics.json").read_text())
     published = (root / "models" / "smoke" / "best.pt").resolve()
     assert metrics["checkpoint"] == str(published) and published.is_file()
+
+
+@needs_sample
+def test_every_metrics_json_names_published_models_only(smoke_run):
+    """The variants' metrics.json (ensemble members, TTA) too: no path into a staging folder."""
+    root, results = smoke_run
+    files = sorted(results.rglob("metrics.json"))
+    assert len(files) == 4  # single, single + flip, ensemble, ensemble + flip (keep_top_k 2)
+    for path in files:
+        assert ".staging-" not in path.read_text(), path
+    ensemble = json.loads((results / "variants" / "ensemble" / "metrics.json").read_text())
+    for member in ensemble["model"]["members"]:
+        assert (root / "models" / "smoke" / "top_k").resolve() in Path(member["path"]).parents
+        assert Path(member["path"]).is_file()
+
+
+@needs_sample
+def test_metrics_json_holds_the_paired_comparison(smoke_run):
+    _, results = smoke_run
+    comparison = json.loads((results / "metrics.json").read_text())["comparison"]
+    assert comparison["reference"] == "single"
+    assert set(comparison["variants"]) == {"single + flip", "ensemble", "ensemble + flip"}
+    for name, variant in comparison["variants"].items():
+        assert (results / variant["folder"] / "predictions.csv").is_file()
+        overall = variant["result"]["study"]["overall"]
+        assert {"a", "b", "diff", "ci"} <= set(overall["kappa"]), name
+        assert "delong_p" in overall["auroc"], name
+    assert (results / "figures" / "03_paired_differences.png").is_file()
 
 
 @needs_sample

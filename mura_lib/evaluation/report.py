@@ -27,7 +27,7 @@ SCHEMA_VERSION = 1
 DECISION_RULE = "abnormal if prob >= threshold"
 
 
-def _part_order(parts: pd.Series) -> list[str]:
+def part_order(parts: pd.Series) -> list[str]:
     """Body parts present, in the paper's order, then any unknown ones alphabetically."""
     present = set(parts.unique())
     return [p for p in BODY_PARTS if p in present] + sorted(present - set(BODY_PARTS))
@@ -79,7 +79,7 @@ def _level(frame: pd.DataFrame, threshold: float, image: bool, n_boot: int, seed
         "overall": block(frame, "overall"),
         "by_body_part": {
             part: block(frame[frame["body_part"] == part], part)
-            for part in _part_order(frame["body_part"])
+            for part in part_order(frame["body_part"])
         },
     }
 

@@ -19,7 +19,7 @@ from torch import nn
 from mura_lib.data.augment import normalize
 from mura_lib.data.batches import BatchLoader
 from mura_lib.device import resolve_device
-from mura_lib.errors import CheckpointError
+from mura_lib.errors import CheckpointError, ConfigError
 from mura_lib.models.build import model_from_checkpoint
 from mura_lib.models.checkpoint import load_checkpoint
 from mura_lib.progress import track
@@ -34,6 +34,35 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 
 def to_model_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+# Test-time augmentation: the probability of a view is the mean over transformed copies of it.
+# "flip" adds the lateral mirror image, a transformation the models were trained with (hflip)
+# and that changes no finding's meaning (MURA mixes left and right limbs).
+TTA_MODES = ("none", "flip")
+
+
+def check_tta(mode: str) -> str:
+    if mode not in TTA_MODES:
+        raise ConfigError(f"test-time augmentation {mode!r}: use one of {TTA_MODES}")
+    return mode
+
+
+def forward_probs(
+    model: nn.Module, x: torch.Tensor, *, tta: str = "none", amp: bool = True
+) -> torch.Tensor:
+    """Abnormality probability of each image of a model-ready batch, averaged over ``tta``.
+
+    Probabilities, not logits, are averaged (as for an ensemble's members), in float32.
+    """
+    with autocast(x.device, amp):
+        logits = model(x).squeeze(1)
+    probs = torch.sigmoid(logits.float())
+    if tta == "flip":
+        with autocast(x.device, amp):
+            mirrored = model(x.flip(-1)).squeeze(1)
+        probs = (probs + torch.sigmoid(mirrored.float())) / 2
+    return probs
 
 
 class CheckpointNormalizer:
@@ -59,6 +88,7 @@ def predict_probs(
     *,
     amp: bool = True,
     channels_last: bool = False,
+    tta: str = "none",
     progress: str = "none",
     desc: str = "predict",
 ) -> np.ndarray:
@@ -66,15 +96,25 @@ def predict_probs(
 
     ``augmenter`` is called with ``train=False``: an Augmenter or a CheckpointNormalizer.
     """
+    check_tta(tta)
     model.eval()
     device = loader.device
     probs = torch.empty(len(loader.images), dtype=torch.float32, device=device)
     for batch in track(loader.epoch(0), progress, len(loader), desc):
         x = to_model_input(augmenter(batch.images, train=False), channels_last)
-        with autocast(device, amp):
-            logits = model(x).squeeze(1)
-        probs[batch.index.to(device)] = torch.sigmoid(logits.float())
+        probs[batch.index.to(device)] = forward_probs(model, x, tta=tta, amp=amp)
     return probs.cpu().numpy()
+
+
+def usable_checkpoint(path: str | Path) -> dict:
+    """A checkpoint that can be used for inference: one with a decision threshold."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("threshold") is None:
+        raise CheckpointError(
+            f"{path} has no decision threshold (a last.pt?): use the best.pt of a run or a "
+            "member written by --keep-top-k"
+        )
+    return ckpt
 
 
 def load_for_inference(
@@ -82,14 +122,10 @@ def load_for_inference(
 ) -> tuple[torch.nn.Module, dict]:
     """The model of ``checkpoint`` in eval mode on ``device``, and the checkpoint dict.
 
-    Only a checkpoint with a decision threshold (a best.pt) can be used: a last.pt was never
-    calibrated on the validation studies.
+    Only a checkpoint with a decision threshold (a best.pt, a top-k member) can be used: a
+    last.pt was never calibrated on the validation studies.
     """
-    ckpt = load_checkpoint(checkpoint)
-    if ckpt.get("threshold") is None:
-        raise CheckpointError(
-            f"{checkpoint} has no decision threshold (a last.pt?): use the best.pt of a run"
-        )
+    ckpt = usable_checkpoint(checkpoint)
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt).to(dev)
     if dev.type == "cuda":

@@ -10,10 +10,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from mura_lib.errors import MuraError
-from mura_lib.inference.engine import CheckpointNormalizer, load_for_inference, predict_probs
-from mura_lib.progress import resolve_mode
+from mura_lib.inference.engine import check_tta
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mura_lib.inference.ensemble import ModelSource
+    from mura_lib.inference.members import MemberPredictions
 
 PREDICTION_COLUMNS = ["study_id", "body_part", "patient_id", "view", "label", "prob", "rel_path"]
 
@@ -31,8 +39,16 @@ def evaluate_checkpoint(
     skip_bad_images: bool = False,
     cache_dir: str | None = None,
     progress: str = "auto",
+    tta: str | None = None,
 ) -> dict:
     """Predict every image of ``split`` and write predictions.csv and metrics.json.
+
+    ``checkpoint`` is a checkpoint or an ensemble manifest; ``tta`` the test-time
+    augmentation (None: the one the source's threshold was chosen with, "none" for a
+    checkpoint). The threshold is the source's when it was chosen with this ``tta``; otherwise
+    it is chosen here, by the same rule, on the validation studies that every member held out
+    (never on ``split``). An ensemble also writes member_predictions.csv (one probability
+    column per member), from which its mean and every member's metrics are recomputable.
 
     metrics.json is computed from predictions.csv as written (probabilities as float32), so a
     recomputation from the CSV gives exactly the same numbers.
@@ -40,12 +56,14 @@ def evaluate_checkpoint(
     # Imported here, not at the top: scikit-learn and pandas add seconds to the start-up of
     # `mura predict`, which imports this package but never evaluates.
     from mura_lib.data import read_mura
-    from mura_lib.data.batches import BatchLoader
-    from mura_lib.data.cache import build_cache
     from mura_lib.evaluation.predictions import write_predictions
     from mura_lib.evaluation.report import evaluation_report
+    from mura_lib.evaluation.thresholds import ThresholdChoice
+    from mura_lib.inference.ensemble import load_source
+    from mura_lib.inference.members import predict_rows, validation_threshold
 
-    model, ckpt = load_for_inference(checkpoint, device)
+    source = load_source(checkpoint)
+    tta = check_tta(source.tta if tta is None else tta)
     frame = read_mura(data_root)
     rows = frame[frame["split"] == split]
     if rows.empty:
@@ -53,39 +71,77 @@ def evaluate_checkpoint(
             f"{data_root} has no {split!r} images; splits present: "
             f"{sorted(frame['split'].unique())}"
         )
-    cache = build_cache(
-        rows,
-        size=ckpt["image_size"],
-        resize=ckpt["resize"],
+    run = dict(
+        batch_size=batch_size,
+        device=device,
         cache_dir=cache_dir,
-        skip_bad=skip_bad_images,
-        progress=resolve_mode(progress) == "bar",
+        skip_bad_images=skip_bad_images,
+        progress=progress,
     )
-    dev = next(model.parameters()).device
-    loader = BatchLoader.from_cache(cache, batch_size, device=dev, shuffle=False)
-    probs = predict_probs(
-        model,
-        loader,
-        CheckpointNormalizer(ckpt),
-        channels_last=dev.type == "cuda",
-        progress=resolve_mode(progress),
-        desc=f"predict {split}",
-    )
+    if source.threshold is not None and source.tta == tta:
+        threshold = ThresholdChoice(source.threshold, source.threshold_rule or "given")
+        threshold_source = "manifest" if source.is_ensemble else "checkpoint"
+        chosen_on = (source.manifest or {}).get("threshold_chosen_on")
+    else:
+        threshold, chosen_on = validation_threshold(source, frame, tta=tta, **run)
+        threshold_source = "chosen at evaluation on validation studies"
+    predicted = predict_rows(source, rows, tta=tta, desc=f"predict {split}", **run)
     out_dir = Path(out_dir)
-    predictions = cache.frame.assign(prob=probs)[PREDICTION_COLUMNS]
+    predictions = predicted.frame.assign(prob=predicted.mean)[PREDICTION_COLUMNS]
     pred_path = write_predictions(predictions, out_dir / "predictions.csv")
-    report = evaluation_report(
-        pred_path,
-        threshold=ckpt["threshold"],
-        threshold_rule=ckpt["threshold_rule"],
-        n_boot=n_boot,
-        seed=seed,
-    )
+    report = evaluation_report(pred_path, threshold=threshold, n_boot=n_boot, seed=seed)
+    if source.is_ensemble:
+        members = write_member_predictions(predicted, out_dir / "member_predictions.csv")
+        report["members"] = member_summaries(source, members)
     report["checkpoint"] = str(checkpoint)
+    report["model"] = source.describe()
+    report["tta"] = tta
+    report["threshold_source"] = threshold_source
+    report["threshold_chosen_on"] = chosen_on
     report["split"] = split
-    report["skipped_images"] = [bad.path for bad in cache.report.bad]
+    report["skipped_images"] = predicted.skipped
     write_json(report, out_dir / "metrics.json")
     return report
+
+
+def member_column(k: int) -> str:
+    return f"prob_member_{k + 1}"
+
+
+def write_member_predictions(predicted: MemberPredictions, path: Path) -> pd.DataFrame:
+    """The prediction columns with one float32 probability column per member, as a CSV.
+
+    Member k's predictions frame is this one with ``prob_member_k`` renamed ``prob``.
+    """
+    frame = predicted.frame[[c for c in PREDICTION_COLUMNS if c != "prob"]].copy()
+    for k in range(predicted.probs.shape[1]):
+        frame[member_column(k)] = predicted.probs[:, k].astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return frame
+
+
+def member_summaries(source: ModelSource, members: pd.DataFrame) -> list[dict]:
+    """Each member's study-level kappa (at its own threshold) and AUROC on the split."""
+    from mura_lib.evaluation.metrics import binary_metrics
+    from mura_lib.evaluation.studies import study_scores
+
+    out = []
+    for k, (path, ckpt) in enumerate(zip(source.members, source.checkpoints, strict=True)):
+        studies = study_scores(members.rename(columns={member_column(k): "prob"}))
+        m = binary_metrics(studies["label"], studies["prob"], float(ckpt["threshold"]))
+        out.append(
+            {
+                "column": member_column(k),
+                "path": str(path),
+                "threshold": float(ckpt["threshold"]),
+                "study_kappa": m["kappa"],
+                "study_auroc": m["auroc"],
+            }
+        )
+    return out
 
 
 def write_json(payload: dict, path: Path) -> Path:

@@ -1,7 +1,7 @@
-"""Predict new images and study folders with a trained checkpoint: what `mura predict` runs.
+"""Predict new images and study folders with a checkpoint or an ensemble: `mura predict`.
 
-A study folder is one forward pass of its views; its probability is the mean over its views
-(the paper's rule) and its label uses the checkpoint's threshold.
+A study folder is one forward pass of its views per member; its probability is the mean over
+its views (the paper's rule) and its label uses the source's threshold.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ import torch
 
 from mura_lib.data.images import load_image
 from mura_lib.data.mura_layout import skip_reason
-from mura_lib.errors import MuraError
+from mura_lib.device import resolve_device
+from mura_lib.errors import CheckpointError, MuraError
 from mura_lib.inference.engine import (
     CheckpointNormalizer,
-    autocast,
-    load_for_inference,
+    check_tta,
+    forward_probs,
     to_model_input,
 )
+from mura_lib.inference.ensemble import load_source
+from mura_lib.models.build import model_from_checkpoint
 from mura_lib.models.cam import cam_overlay, class_activation_maps
 
 
@@ -60,27 +63,47 @@ def predict_paths(
     *,
     device: str = "auto",
     cam_dir: str | Path | None = None,
+    tta: str | None = None,
 ) -> list[dict]:
     """Predict image files and study folders; one result dict per input.
 
-    A study's probability is the mean over its views (the paper's rule) and its label uses
-    the checkpoint's threshold. With ``cam_dir``, a CAM overlay PNG is written for every view.
+    ``checkpoint`` is a checkpoint or an ensemble manifest (a view's probability is then the
+    mean of its members'). A study's probability is the mean over its views (the paper's
+    rule) and its label uses the source's threshold, which must have been chosen with the
+    same test-time augmentation ``tta`` (None: the source's own). With ``cam_dir``, a CAM
+    overlay PNG is written for every view (of the first member, for an ensemble).
     """
-    model, ckpt = load_for_inference(checkpoint, device)
-    dev = next(model.parameters()).device
-    threshold = float(ckpt["threshold"])
+    source = load_source(checkpoint)
+    tta = check_tta(source.tta if tta is None else tta)
+    if source.threshold is None:
+        raise CheckpointError(
+            f"{checkpoint} has no decision threshold: write it with "
+            "`mura ensemble ... --data MURA_ROOT`, which chooses one on validation studies"
+        )
+    if tta != source.tta:
+        raise CheckpointError(
+            f"the threshold of {checkpoint} was chosen with TTA {source.tta!r}, not {tta!r}: "
+            f"calibrate one with `mura ensemble {checkpoint} --tta {tta} --data MURA_ROOT "
+            "--out FILE.json` and predict with that manifest"
+        )
+    dev = resolve_device(device)
+    models = []
+    for ckpt in source.checkpoints:
+        model = model_from_checkpoint(ckpt).to(dev)
+        models.append(model.to(memory_format=torch.channels_last) if dev.type == "cuda" else model)
+    threshold = float(source.threshold)
     results = []
     for name, views in _expand(paths):  # one study (at most a dozen views) per forward pass
-        arrays = [load_image(v, ckpt["image_size"], ckpt["resize"])[0] for v in views]
-        x = torch.from_numpy(np.stack(arrays)[:, None]).to(dev)
-        x = to_model_input(CheckpointNormalizer(ckpt)(x), dev.type == "cuda")
-        if cam_dir is not None:
-            cams, logits = class_activation_maps(model, x)
-            _write_cams(Path(cam_dir), views, arrays, cams.cpu().numpy())
-        else:
-            with autocast(dev, True):
-                logits = model(x).float().squeeze(1)
-        view_probs = torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
+        member_probs = []
+        for k, (model, ckpt) in enumerate(zip(models, source.checkpoints, strict=True)):
+            arrays = [load_image(v, ckpt["image_size"], ckpt["resize"])[0] for v in views]
+            x = torch.from_numpy(np.stack(arrays)[:, None]).to(dev)
+            x = to_model_input(CheckpointNormalizer(ckpt)(x), dev.type == "cuda")
+            if cam_dir is not None and k == 0:
+                cams, _ = class_activation_maps(model, x)
+                _write_cams(Path(cam_dir), views, arrays, cams.cpu().numpy())
+            member_probs.append(forward_probs(model, x, tta=tta).cpu().numpy())
+        view_probs = np.mean(np.stack(member_probs).astype(np.float64), axis=0)
         prob = float(view_probs.mean())
         results.append(
             {
@@ -90,6 +113,8 @@ def predict_paths(
                 "prediction": "abnormal" if prob >= threshold else "normal",
                 "threshold": threshold,
                 "view_probs": [round(float(p), 6) for p in view_probs],
+                "tta": tta,
+                "n_members": len(models),
             }
         )
     return results

@@ -166,3 +166,34 @@ def plot_per_part(
     ax.set(xlabel=metric, title=title or f"{metric} per body part")
     ax.legend(fontsize="small", loc="lower right")
     return fig
+
+
+def plot_paired_differences(
+    comparisons: Mapping[str, Mapping], title: str = "difference from the single checkpoint"
+) -> Figure:
+    """Each variant's paired difference from the reference (study kappa, AUROC), overall,
+    with its 95% paired-bootstrap interval; an interval that crosses 0 is no evidence."""
+    names = list(comparisons)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.6 * len(names) + 1.8), squeeze=False)
+    for ax, metric in zip(axes[0], ("kappa", "auroc"), strict=True):
+        for row, name in enumerate(names):
+            block = comparisons[name]["study"]["overall"][metric]
+            if block["diff"] is None:
+                continue
+            lo, hi = block["ci"] if block["ci"] is not None else (block["diff"], block["diff"])
+            crosses = lo <= 0 <= hi
+            ax.errorbar(
+                block["diff"],
+                row,
+                xerr=[[block["diff"] - lo], [hi - block["diff"]]],
+                fmt="o",
+                color="grey" if crosses else "C2" if block["diff"] > 0 else "C3",
+                capsize=4,
+            )
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(names)), names)
+        ax.invert_yaxis()
+        ax.set(xlabel=f"study {metric}: variant - single", title=metric)
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return fig

@@ -38,6 +38,8 @@ class TrainConfig:
     plateau_patience: int = 2  # epochs without improvement before the rate drops
     early_stop_patience: int = 5  # 0 disables; must be >= plateau_patience + 2
     threshold_rule: str = "max_kappa"  # max_kappa | youden | fixed (0.5)
+    keep_top_k: int = 0  # keep the k best epochs as an ensemble (OUT/ensemble.json); 0: off
+    top_k_by: str = "val_loss"  # rank them by val_loss (the paper) | select_metric
     val_fraction: float = 0.2  # share of official-train studies held out for selection
     hflip: bool = True  # augmentation: random lateral flip
     rotate_degrees: float = 30.0  # the paper: up to 30 degrees
@@ -58,11 +60,14 @@ class TrainConfig:
         metric_mode(self.select_metric)
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 16 or self.lr <= 0:
             raise ConfigError("epochs and batch_size must be >= 1, image_size >= 16, lr > 0")
+        if self.keep_top_k < 0:
+            raise ConfigError(f"keep_top_k={self.keep_top_k}: use 0 (off) or a number of epochs")
         # Checked here, before any image is decoded, rather than where each is first used.
         choices = {
             "loss_weighting": ("paper", "class", "none"),
             "threshold_rule": ("max_kappa", "youden", "fixed"),
             "resize": ("letterbox", "stretch"),
+            "top_k_by": ("val_loss", "select_metric"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

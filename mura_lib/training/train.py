@@ -16,6 +16,7 @@ Protocol (fixing the defects of the project we grew from):
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -48,6 +49,14 @@ from mura_lib.training.config import RESUMABLE_CHANGES, TrainConfig
 from mura_lib.training.loop import train_one_epoch
 from mura_lib.training.losses import image_loss_weights
 from mura_lib.training.schedule import EarlyStopping, metric_mode
+from mura_lib.training.top_k import (
+    MANIFEST_NAME,
+    TOP_K_DIR,
+    TopK,
+    sidecar_name,
+    write_run_ensemble,
+)
+from mura_lib.training.top_k import prune as prune_top_k
 
 
 def seed_everything(seed: int, epoch: int = -1) -> None:
@@ -65,9 +74,11 @@ def fit(
     overwrite: bool = False,
     progress: str = "auto",
 ) -> dict:
-    """Train on ``data_root`` and write best.pt, last.pt, history.csv, val_predictions.csv.
+    """Train on ``data_root`` and write best.pt, last.pt, history.csv, val_predictions.csv
+    (and, with ``keep_top_k``, top_k/ and ensemble.json).
 
-    Returns a summary: paths, the best epoch, its validation metrics and the threshold.
+    Returns a summary: paths, the best epoch, its validation metrics and the threshold, the
+    ensemble's manifest and epochs.
     """
     config.validate()
     out_dir = Path(out_dir)
@@ -127,6 +138,7 @@ def fit(
         threshold=0.0,
     )
     stopper = EarlyStopping(mode, config.early_stop_patience)
+    top_k = TopK(config.keep_top_k, "min" if config.top_k_by == "val_loss" else mode)
     history: list[dict] = []
     start_epoch = 0
     if previous is not None:
@@ -134,6 +146,7 @@ def fit(
         optimizer.load_state_dict(previous["optimizer"])
         scheduler.load_state_dict(previous["lr_scheduler"])
         stopper.load_state_dict(previous["early_stopping"])
+        top_k.load_state_dict(previous.get("top_k", {}))
         history = list(previous["history"])
         start_epoch = previous["epoch"] + 1
         log_line(progress, f"resuming {last_path} after epoch {start_epoch}")
@@ -198,24 +211,33 @@ def fit(
             "history": history,
             "metrics": val,
         }
-        if improved:
-            predictions = val_cache.frame.assign(prob=probs)
+        predictions = val_cache.frame.assign(prob=probs)
+        rank_score = val["val_loss"] if config.top_k_by == "val_loss" else val[config.select_metric]
+        enters, _ = top_k.offer(epoch, rank_score)
+        if improved or enters:
             studies = study_scores(predictions)
             choice = choose_threshold(studies["label"], studies["prob"], config.threshold_rule)
-            save_checkpoint(
-                {**state, "threshold": choice.value, "threshold_rule": choice.rule}, best_path
-            )
+            calibrated = {**state, "threshold": choice.value, "threshold_rule": choice.rule}
+        if improved:
+            save_checkpoint({**calibrated, "val_predictions": "val_predictions.csv"}, best_path)
             write_predictions(predictions, out_dir / "val_predictions.csv")
+        if enters:
+            member = out_dir / top_k.members_file(epoch)
+            write_predictions(predictions, sidecar_name(str(member)))
+            save_checkpoint({**calibrated, "val_predictions": sidecar_name(member.name)}, member)
+            write_run_ensemble(out_dir, top_k, config.top_k_by, config.threshold_rule)
         save_checkpoint(
             {
                 **state,
                 "optimizer": optimizer.state_dict(),
                 "lr_scheduler": scheduler.state_dict(),
                 "early_stopping": stopper.state_dict(),
+                "top_k": top_k.state_dict(),
                 "finished": finished,
             },
             last_path,
         )
+        prune_top_k(out_dir, top_k)  # only now: last.pt no longer names what is deleted
         _write_history(history, out_dir / "history.csv")
         log_line(progress, _epoch_line(history[-1], config))
 
@@ -228,6 +250,8 @@ def fit(
         "metrics": best["metrics"],
         "threshold": best["threshold"],
         "threshold_rule": best["threshold_rule"],
+        "ensemble": str(out_dir / MANIFEST_NAME) if top_k.members else None,
+        "ensemble_epochs": [m["epoch"] + 1 for m in top_k.members],
         "history": pd.DataFrame(history),
     }
 
@@ -242,8 +266,9 @@ def _previous_run(
         return None
     if overwrite and not resume:
         # Remove the old run now, so an interrupted first epoch cannot be "resumed" into it.
-        for name in ("last.pt", "best.pt", "history.csv", "val_predictions.csv"):
+        for name in ("last.pt", "best.pt", "history.csv", "val_predictions.csv", MANIFEST_NAME):
             (last_path.parent / name).unlink(missing_ok=True)
+        shutil.rmtree(last_path.parent / TOP_K_DIR, ignore_errors=True)
         return None
     if not resume:
         raise ConfigError(

@@ -1,0 +1,144 @@
+"""Notebook 03's comparison: the single checkpoint, the ensemble, and each with flip TTA.
+
+Every variant is evaluated on the same test studies as the single checkpoint (the reference)
+by :func:`mura_lib.inference.evaluate.evaluate_checkpoint`, into a folder of its own, and
+compared with it by :func:`mura_lib.evaluation.compare.compare_evaluations`: paired bootstrap
+intervals of the difference in study kappa and AUROC, and DeLong's test, overall and per part.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mura_lib.evaluation.compare import compare_evaluations
+from mura_lib.inference.evaluate import evaluate_checkpoint, write_json
+
+REFERENCE = "single"
+
+
+def variants(checkpoint: Path, ensemble: Path | None) -> dict[str, tuple[Path, str]]:
+    """{name: (checkpoint or manifest, TTA)}; the ensemble's only when its manifest exists."""
+    found = {REFERENCE: (checkpoint, "none"), "single + flip": (checkpoint, "flip")}
+    if ensemble is not None and ensemble.is_file():
+        found["ensemble"] = (ensemble, "none")
+        found["ensemble + flip"] = (ensemble, "flip")
+    return found
+
+
+def folder_name(name: str) -> str:
+    return name.replace(" + ", "_").replace(" ", "_")
+
+
+def evaluate_variants(
+    models: dict[str, tuple[Path, str]],
+    data_root: Path,
+    results_dir: Path,
+    **evaluate_kwargs,
+) -> dict[str, Path]:
+    """Evaluate every variant but the reference (already in ``results_dir``) into
+    ``results_dir/variants/<name>``; return {name: evaluation folder}, reference included."""
+    folders = {REFERENCE: results_dir}
+    for name, (source, tta) in models.items():
+        if name == REFERENCE:
+            continue
+        folders[name] = results_dir / "variants" / folder_name(name)
+        evaluate_checkpoint(source, data_root, folders[name], tta=tta, **evaluate_kwargs)
+    return folders
+
+
+def compare_variants(folders: dict[str, Path], *, n_boot: int, seed: int) -> dict[str, dict]:
+    """{name: paired comparison with the reference} for every variant but the reference."""
+    return {
+        name: compare_evaluations(
+            folders[REFERENCE], folder, n_boot=n_boot, seed=seed, names=(REFERENCE, name)
+        )
+        for name, folder in folders.items()
+        if name != REFERENCE
+    }
+
+
+def _interval(ci: list[float] | None, signed: bool = True) -> str:
+    if ci is None:
+        return "n/a"
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if signed else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def variants_table(folders: dict[str, Path], comparisons: dict[str, dict]) -> pd.DataFrame:
+    """One row per variant: study kappa and AUROC with their CIs, the threshold, and the
+    paired difference from the reference with its interval and DeLong's p."""
+    rows = []
+    for name, folder in folders.items():
+        report = json.loads((folder / "metrics.json").read_text())
+        study = report["study"]["overall"]
+        row = {
+            "model": name,
+            "members": len(report["model"]["members"]),
+            "tta": report["tta"],
+            "threshold": report["threshold"],
+            "kappa": study["kappa"],
+            "kappa_ci": _interval(study["ci"].get("kappa"), signed=False),
+            "auroc": study["auroc"],
+            "auroc_ci": _interval(study["ci"].get("auroc"), signed=False),
+        }
+        paired = comparisons.get(name, {}).get("study", {}).get("overall")
+        if paired is not None:
+            row |= {
+                "kappa_diff": paired["kappa"]["diff"],
+                "kappa_diff_ci": _interval(paired["kappa"]["ci"]),
+                "auroc_diff": paired["auroc"]["diff"],
+                "auroc_diff_ci": _interval(paired["auroc"]["ci"]),
+                "delong_p": paired["auroc"]["delong_p"],
+            }
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def per_part_differences(comparisons: dict[str, dict], metric: str = "auroc") -> pd.DataFrame:
+    """The paired difference in ``metric`` from the reference with its interval, as text
+    ("+0.009 [-0.009, +0.032]"), one row per body part (then overall), one column per variant."""
+    table: dict[str, dict[str, str]] = {}
+    for name, result in comparisons.items():
+        for part, block in [
+            *result["study"]["by_body_part"].items(),
+            ("overall", result["study"]["overall"]),
+        ]:
+            diff = block[metric]["diff"]
+            shown = "n/a" if diff is None else f"{diff:+.3f} {_interval(block[metric]['ci'])}"
+            table.setdefault(part, {})[name] = shown
+    return pd.DataFrame.from_dict(table, orient="index")
+
+
+def significant(comparisons: dict[str, dict]) -> dict[str, dict[str, bool]]:
+    """{variant: {metric: whether the overall paired interval excludes 0}}."""
+    out = {}
+    for name, result in comparisons.items():
+        overall = result["study"]["overall"]
+        out[name] = {
+            metric: overall[metric]["ci"] is not None
+            and (overall[metric]["ci"][0] > 0 or overall[metric]["ci"][1] < 0)
+            for metric in ("kappa", "auroc")
+        }
+    return out
+
+
+def record_comparison(
+    metrics_path: Path, folders: dict[str, Path], comparisons: dict[str, dict]
+) -> dict:
+    """Add the comparison block to the reference's metrics.json (atomically); return it."""
+    metrics = json.loads(metrics_path.read_text())
+    metrics["comparison"] = {
+        "reference": REFERENCE,
+        "method": "paired bootstrap of the difference (same resampled studies); DeLong's test",
+        "variants": {
+            name: {
+                "folder": str(folders[name].relative_to(metrics_path.parent)),
+                "result": result,
+            }
+            for name, result in comparisons.items()
+        },
+    }
+    write_json(metrics, metrics_path)
+    return metrics["comparison"]
