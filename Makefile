@@ -10,7 +10,7 @@ PROFILE ?= sample
 DATA ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup reproduce test lint lab data-sample benchmark clean
+.PHONY: help setup lock reproduce test lint lab data-sample benchmark clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -21,9 +21,11 @@ setup: $(SETUP_STAMP) ## create .venv, install the project, register the Jupyter
 
 # The stamp makes setup a no-op until pyproject.toml changes. The kernel goes into the venv
 # (--sys-prefix), so nothing is written to the user's home.
-$(SETUP_STAMP): pyproject.toml
+# Versions come from requirements.lock (exact pins, made by `make lock`), so that a clone
+# installs what made results/ and not whatever is newest.
+$(SETUP_STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (mura)" >/dev/null
 	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
 		$(VENV)/bin/nbstripout --install --attributes .gitattributes; \
@@ -31,6 +33,17 @@ $(SETUP_STAMP): pyproject.toml
 		echo "note: not a git checkout, nbstripout filter not installed"; \
 	fi
 	@touch $@
+
+# torch and torchvision: the releases that made results/ (on the project's machines pip takes
+# them from a local disk cache); everything else resolves to what pyproject.toml allows.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+lock: setup ## regenerate requirements.lock from pyproject.toml with pip-tools (pip-compile)
+	$(PY) -m pip install --quiet --disable-pip-version-check 'pip-tools>=7.4'
+	printf '%s\n' $(TORCH_PINS) > $(VENV)/torch-pins.txt
+	$(VENV)/bin/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url \
+		--no-emit-find-links --constraint $(VENV)/torch-pins.txt \
+		--output-file requirements.lock pyproject.toml
 
 reproduce: setup ## run the notebooks on PROFILE (default: the bundled sample) into results/PROFILE/
 	$(PY) -m mura_lib.reproduce --profile $(PROFILE) $(if $(DATA),--data "$(DATA)")
@@ -42,8 +55,12 @@ lint: setup ## check the code with ruff
 	$(VENV)/bin/ruff check mura_lib tests benchmarks
 	$(VENV)/bin/ruff format --check mura_lib tests benchmarks
 
-lab: setup ## open JupyterLab with the project's kernel
-	$(VENV)/bin/jupyter lab notebooks/
+# JupyterLab refuses to start as root (the usual user inside a container) unless told that
+# this is on purpose: pass --allow-root exactly when make runs as root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+lab: setup ## open JupyterLab with the project's kernel (also as root, in a container)
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/
 
 data-sample: setup ## regenerate the bundled synthetic sample in data_sample/ (deterministic)
 	$(PY) -m mura_lib.synthetic --profile sample --out data_sample --overwrite

@@ -189,6 +189,23 @@ def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
     return parser
 
 
+def _kept_after_interrupt(args: argparse.Namespace) -> str:
+    """What an interrupted command kept, and how to go on: the one line Ctrl-C prints."""
+    if args.command == "train":
+        return (
+            f"{args.out}/last.pt keeps the last finished epoch; continue with the same "
+            "command and --resume"
+        )
+    if args.command == "evaluate":
+        return (
+            f"{args.out} holds no complete evaluation (its metrics.json is written last); "
+            "run the command again"
+        )
+    if args.command == "ensemble":
+        return f"{args.out} was not written; run the command again"
+    return "nothing was written that a later run would trust"
+
+
 def _command(argv: Sequence[str]) -> str | None:
     """The sub-command named in ``argv`` (its first word that is not an option), if any."""
     return next((word for word in argv if not word.startswith("-")), None)
@@ -207,6 +224,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (silences the flush at exit)
         return 0
     except KeyboardInterrupt:
-        hint = " (continue with --resume)" if args.command == "train" else ""
-        print(f"interrupted{hint}", file=sys.stderr)
+        print(f"interrupted: {_kept_after_interrupt(args)}", file=sys.stderr)
         return 130

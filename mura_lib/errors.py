@@ -28,3 +28,11 @@ class CheckpointError(MuraError):
 
 class ConfigError(MuraError):
     """A combination of parameters that cannot work (e.g. a schedule that never fires)."""
+
+
+class DiskFullError(MuraError):
+    """A file could not be written: no space (or quota) left on its device."""
+
+
+class BusyError(MuraError):
+    """Another process holds the lock of a training folder or of a reproduce profile."""

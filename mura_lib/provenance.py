@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 import subprocess
+from pathlib import Path
 
 from mura_lib import __version__
 from mura_lib.config import PROJ_ROOT
@@ -33,3 +36,45 @@ def git_state() -> dict:
         "commit": git("rev-parse", "HEAD") or "unknown",
         "dirty": bool(git("status", "--porcelain", "--", "mura_lib", "notebooks", "params")),
     }
+
+
+LOCK_FILE = PROJ_ROOT / "requirements.lock"
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
+
+
+def locked_versions(lock: Path = LOCK_FILE) -> dict[str, str]:
+    """{package: version} of the exact pins of a pip-compile lock file."""
+    pins = {}
+    for line in lock.read_text().splitlines():
+        match = _PIN.match(line)
+        if match:
+            pins[match.group(1)] = match.group(2)
+    return pins
+
+
+def lock_drift(lock: Path = LOCK_FILE) -> list[tuple[str, str, str | None]]:
+    """(package, locked version, installed version or None) for every pin not honoured."""
+    if not lock.is_file():
+        return []
+    drift = []
+    for name, version in locked_versions(lock).items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed != version:
+            drift.append((name, version, installed))
+    return drift
+
+
+def lock_warning(lock: Path = LOCK_FILE) -> str | None:
+    """One line saying how the installed packages differ from the lock, or None."""
+    drift = lock_drift(lock)
+    if not drift:
+        return None
+    shown = ", ".join(f"{n} {i or 'missing'} (locked {v})" for n, v, i in drift[:4])
+    more = f" and {len(drift) - 4} more" if len(drift) > 4 else ""
+    return (
+        f"{len(drift)} installed package(s) differ from {lock.name}: {shown}{more}; results "
+        "may not regenerate exactly (a fresh `make setup` installs the locked versions)"
+    )

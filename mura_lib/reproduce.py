@@ -26,8 +26,10 @@ from pathlib import Path
 import yaml
 
 from mura_lib.config import MODELS_DIR, NOTEBOOKS_DIR, PARAMS_DIR, PROJ_ROOT, RESULTS_DIR, run_paths
-from mura_lib.errors import ConfigError, MuraError
-from mura_lib.provenance import git_state
+from mura_lib.disk import sha256_file
+from mura_lib.errors import BusyError, ConfigError, MuraError
+from mura_lib.locks import exclusive_lock
+from mura_lib.provenance import git_state, lock_drift, lock_warning
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_error_analysis.ipynb")
 KERNEL = "mura"  # registered in the venv by `make setup`
@@ -88,13 +90,15 @@ def run_pipeline(
     kernel: str = KERNEL,
     log_output: bool = True,
 ) -> Path:
-    """Execute the notebooks for ``profile`` and publish results/<profile>; return its path."""
+    """Execute the notebooks for ``profile`` and publish results/<profile>; return its path.
+
+    One run of a profile at a time: the profile's lock is held from the removal of a stale
+    staging folder to the publication, so only its holder ever removes one.
+    """
     params = {**load_profile(profile, data, params_dir), **(overrides or {})}
-    final_results, final_models = results_root / profile, models_root / profile
-    staging_results = results_root / f".staging-{profile}"
-    staging_models = models_root / f".staging-{profile}"
-    for stale in (staging_results, staging_models):  # left by an interrupted run
-        shutil.rmtree(stale, ignore_errors=True)
+    drift = lock_warning()
+    if drift:
+        print(f"[reproduce] warning: {drift}", file=sys.stderr, flush=True)
     declared = notebook_parameters(notebooks_dir)
     unknown = sorted(set(params) - set().union(*declared.values()))
     if unknown:
@@ -102,6 +106,33 @@ def run_pipeline(
             f"parameter(s) {unknown} of profile {profile!r} are not parameters of any notebook "
             "(a typo?); each notebook's parameters cell lists the names it takes"
         )
+    with exclusive_lock(
+        results_root / f".lock-{profile}",
+        f"the reproduce profile {profile!r}",
+        "wait for that run to finish or stop it (JupyterLab, another terminal)",
+    ):
+        return _run_locked(
+            profile, params, declared, results_root, models_root, notebooks_dir, kernel, log_output
+        )
+
+
+def _run_locked(
+    profile: str,
+    params: dict,
+    declared: dict[str, set[str]],
+    results_root: Path,
+    models_root: Path,
+    notebooks_dir: Path,
+    kernel: str,
+    log_output: bool,
+) -> Path:
+    """run_pipeline() once the profile's lock is held."""
+    final_results, final_models = results_root / profile, models_root / profile
+    staging_results = results_root / f".staging-{profile}"
+    staging_models = models_root / f".staging-{profile}"
+    _finish_publishing(_journal(results_root, profile))  # before the staging is touched
+    for stale in (staging_results, staging_models):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
     paths = run_paths(profile, params.get("data_root", ""))
     data_info = data_fingerprint(paths.data_root)  # also stops early on a wrong data folder
     staging_results.mkdir(parents=True)
@@ -123,6 +154,9 @@ def run_pipeline(
             kernel,
             log_output,
         )
+    except KeyboardInterrupt:  # wherever Ctrl-C landed, keep the evidence as a failure does
+        _keep_failed(staging_results, staging_models, results_root / f".failed-{profile}")
+        raise
     finally:
         if previous_progress is None:
             os.environ.pop("MURA_PROGRESS", None)
@@ -140,11 +174,18 @@ def run_pipeline(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": {p: importlib.metadata.version(p) for p in PACKAGES},
+        "lock_drift": [list(row) for row in lock_drift()],  # [] when installed as locked
+    }
+    manifest["models"] = {  # the files these results were made with, as published
+        "folder": _relative(final_models),
+        "sha256": _model_hashes(staging_models),
     }
     (staging_results / "manifest.json").write_text(_to_json(manifest))
     _point_at_published_models(staging_results, staging_models, final_models)
-    _replace_dir(staging_models, final_models)
-    _replace_dir(staging_results, final_results)
+    _publish(
+        [(staging_models, final_models), (staging_results, final_results)],
+        _journal(results_root, profile),
+    )
     print(
         f"[reproduce] {profile}: results in {_relative(final_results)} "
         f"({manifest['total_seconds']:.0f} s)",
@@ -193,6 +234,9 @@ def _run_notebooks(
                 cwd=str(notebooks_dir),
             )
         except papermill.PapermillExecutionError as err:
+            if err.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
+                _keep_failed(staging_results, staging_models, results_root / f".failed-{profile}")
+                raise KeyboardInterrupt from None
             failed = _keep_failed(
                 staging_results, staging_models, results_root / f".failed-{profile}"
             )
@@ -230,6 +274,43 @@ def _export_html(executed: Path) -> None:
     executed.with_suffix(".report.html").write_text(report)
 
 
+def _journal(results_root: Path, profile: str) -> Path:
+    return results_root / f".publishing-{profile}.json"
+
+
+def _publish(swaps: list[tuple[Path, Path]], journal: Path) -> None:
+    """Swap in models and results as one step.
+
+    The two renames cannot be one system call, so a journal names them before the first and is
+    removed after the last. A crash in between leaves the journal, and the next run of the
+    profile completes the publication before anything else (:func:`_finish_publishing`):
+    new models are never left beside old results.
+    """
+    tmp = journal.with_name(journal.name + ".tmp")
+    tmp.write_text(json.dumps([[str(new), str(final)] for new, final in swaps]))
+    tmp.replace(journal)
+    for new, final in swaps:
+        _replace_dir(new, final)
+    journal.unlink()
+
+
+def _finish_publishing(journal: Path) -> bool:
+    """Complete a publication that a crash interrupted; True if there was one."""
+    if not journal.is_file():
+        return False
+    for new, final in json.loads(journal.read_text()):
+        _replace_dir(Path(new), Path(final))  # a swap already done is skipped (no ``new``)
+    journal.unlink()
+    print(f"[reproduce] completed the publication that {journal.name} recorded", flush=True)
+    return True
+
+
+def _model_hashes(models: Path) -> dict[str, str]:
+    """SHA-256 of every model file of a run (checkpoints, the ensemble manifest)."""
+    files = sorted(p for p in models.rglob("*") if p.suffix in (".pt", ".json"))
+    return {str(p.relative_to(models)): sha256_file(p) for p in files}
+
+
 def _replace_dir(new: Path, final: Path) -> None:
     """Swap ``new`` in as ``final``; the old folder is removed only once the new one is in place."""
     if not new.exists():
@@ -243,8 +324,10 @@ def _replace_dir(new: Path, final: Path) -> None:
 
 
 def _keep_failed(staging_results: Path, staging_models: Path, failed: Path) -> Path:
-    shutil.rmtree(failed, ignore_errors=True)
+    """Move the staged results to ``failed`` (replacing an older failure); drop the staged
+    models. Idempotent: a second call, once the staging folder is gone, changes nothing."""
     if staging_results.exists():
+        shutil.rmtree(failed, ignore_errors=True)
         staging_results.rename(failed)
     shutil.rmtree(staging_models, ignore_errors=True)
     return failed
@@ -314,12 +397,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             results_root=args.results_root,
             models_root=args.models_root,
         )
+    except BusyError as err:  # like the command line's user errors: status 2
+        print(f"[reproduce] error: {err}", file=sys.stderr)
+        return 2
     except MuraError as err:
         print(f"[reproduce] error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        failed = args.results_root / f".failed-{args.profile}"
+        kept = f"; the partial run is in {failed}" if failed.exists() else ""
         print(
-            f"[reproduce] interrupted: results/{args.profile} was left unchanged", file=sys.stderr
+            f"[reproduce] interrupted: results/{args.profile} was left unchanged{kept}",
+            file=sys.stderr,
         )
         return 130
     return 0

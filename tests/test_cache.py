@@ -239,17 +239,31 @@ cache.build_cache(pd.read_csv({str(tmp_path / "frame.csv")!r}), size={S},
     assert not [p for p in cache_dir.iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_truncated_png_is_kept_and_reported(frame: pd.DataFrame, tmp_path: Path) -> None:
+def test_mildly_truncated_png_is_kept_and_reported(frame: pd.DataFrame, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     path = Path(frame["path"][1])
     Image.fromarray(rng.integers(0, 256, (40, 40), np.uint8)).save(path)
-    path.write_bytes(path.read_bytes()[:-200])
+    path.write_bytes(path.read_bytes()[:-50])  # IEND, CRC and under one row of 40
     cache = build_cache(frame, size=S, cache_dir=tmp_path / "c", n_jobs=1, progress=False)
     assert cache.report.n_kept == 6 and not cache.report.bad
     assert len(cache.report.warnings) == 1 and str(path) in cache.report.warnings[0]
     assert "truncated" in str(cache.report)
     reused = build_cache(frame, size=S, cache_dir=tmp_path / "c", n_jobs=1, progress=False)
     assert reused.report.warnings == cache.report.warnings  # the manifest keeps the report
+
+
+def test_mostly_missing_png_is_a_bad_image(frame: pd.DataFrame, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = Path(frame["path"][1])
+    Image.fromarray(rng.integers(0, 256, (80, 80), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ImageReadError, match="of its rows are missing"):
+        build_cache(frame, size=S, cache_dir=tmp_path / "c", n_jobs=1, progress=False)
+    cache = build_cache(
+        frame, size=S, cache_dir=tmp_path / "c", n_jobs=1, progress=False, skip_bad=True
+    )
+    assert cache.report.n_kept == len(frame) - 1 and not cache.report.warnings
+    assert [bad.path for bad in cache.report.bad] == [str(path)]
 
 
 @pytest.mark.parametrize(("content", "phrase"), [(b"", "empty"), (b"<html>", "not a readable")])

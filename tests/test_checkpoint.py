@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from mura_lib.errors import CheckpointError
+from mura_lib.errors import CheckpointError, DiskFullError
 from mura_lib.models.build import build_model, model_from_checkpoint
 from mura_lib.models.checkpoint import FORMAT, load_checkpoint, save_checkpoint, to_cpu
 
@@ -94,9 +96,15 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, model, monkeypatch, 
         raise interrupt
 
     monkeypatch.setattr(torch, "save", save_half_then_fail)
-    with pytest.raises(type(interrupt)):
+    # a full disk is said in one line naming the folder; Ctrl-C passes through
+    expected = DiskFullError if isinstance(interrupt, OSError) else KeyboardInterrupt
+    with pytest.raises(expected) as info:
         save_checkpoint(make_checkpoint(model, threshold=0.9), path)
     monkeypatch.undo()
+    if expected is DiskFullError:
+        assert f"no space left on the device of {tmp_path} while writing the checkpoint" in str(
+            info.value
+        )
 
     assert load_checkpoint(path)["threshold"] == 0.3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left
@@ -137,7 +145,10 @@ def _incomplete(path: Path, model: torch.nn.Module) -> None:
     [
         (None, "does not exist: train one with `python -m mura_lib train`"),
         (_garbage, "is not a readable checkpoint"),
-        (_pickled_module, "is not a readable checkpoint"),
+        (
+            _pickled_module,
+            "holds objects that no mura_lib checkpoint holds (torch.nn.modules.linear.Linear,",
+        ),
         (_foreign_dict, f"is not a {FORMAT} checkpoint (a bare state dict or another project"),
         (_bare_state_dict, f"is not a {FORMAT} checkpoint"),
         (_incomplete, "lacks ['image_size', 'resize']: it is incomplete, retrain"),
@@ -151,3 +162,46 @@ def test_load_errors_name_the_file_and_the_fix(tmp_path, model, write, expected)
         load_checkpoint(path)
     assert str(path) in str(info.value)
     assert expected in str(info.value)
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a malicious "checkpoint" carries."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+def test_a_file_that_carries_code_is_refused_and_named(tmp_path, model, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, **make_checkpoint(model), "extra": _RunsCode()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert f"{path} holds objects that no mura_lib checkpoint holds ({os.name}.system)" in message
+    assert "Do not load it with weights_only=False: that would run code" in message
+    # nothing of torch's own advice, which says to retry with weights_only=False
+    for hint in ("will likely succeed", "add_safe_globals", "In PyTorch 2.6", "WeightsUnpickler"):
+        assert hint not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_cli_refuses_a_code_carrying_ensemble_member(tmp_path, model, capsys):
+    from mura_lib.cli import main
+    from mura_lib.disk import sha256_file
+    from mura_lib.inference.ensemble import MANIFEST_FORMAT
+
+    member = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, **make_checkpoint(model), "extra": _RunsCode()}, member)
+    manifest = tmp_path / "ens.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "format": MANIFEST_FORMAT,
+                "members": [{"path": "evil.pt", "sha256": sha256_file(member)}],
+            }
+        )
+    )
+    assert main(["predict", "--checkpoint", str(manifest), str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "holds objects that no mura_lib checkpoint holds" in err and err.count("\n") == 1

@@ -103,7 +103,10 @@ def test_interrupted_training_says_how_to_continue(tmp_path, tiny_tree, monkeypa
     rc = main(["train", "--data", str(tiny_tree), "--out", str(tmp_path / "run")])
     captured = capsys.readouterr()
     assert rc == 130
-    assert captured.err == "interrupted (continue with --resume)\n"
+    assert captured.err == (
+        f"interrupted: {tmp_path / 'run'}/last.pt keeps the last finished epoch; continue with "
+        "the same command and --resume\n"
+    )
 
 
 def test_python_dash_m_exits_2_without_traceback(tmp_path):

@@ -15,6 +15,7 @@ import torch
 
 import mura_lib.training.train as train_module
 from mura_lib.cli import TTA_CHOICES, main
+from mura_lib.disk import sha256_file
 from mura_lib.errors import CheckpointError
 from mura_lib.evaluation.metrics import binary_metrics
 from mura_lib.evaluation.predictions import canonical_prob, read_predictions
@@ -22,7 +23,7 @@ from mura_lib.evaluation.report import evaluation_report
 from mura_lib.evaluation.studies import study_scores
 from mura_lib.evaluation.thresholds import choose_threshold
 from mura_lib.inference.engine import TTA_MODES, forward_probs
-from mura_lib.inference.ensemble import load_source, read_manifest, sha256_file, write_manifest
+from mura_lib.inference.ensemble import load_source, read_manifest, write_manifest
 from mura_lib.inference.evaluate import evaluate_checkpoint
 from mura_lib.inference.members import build_ensemble
 from mura_lib.inference.predict import predict_paths

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from mura_lib.data.images import load_image, read_gray, resize_square
+from mura_lib.data.images import load_image, png_missing_share, read_gray, resize_square
 from mura_lib.errors import ImageReadError
 
 
@@ -99,17 +99,42 @@ def test_16bit_is_scaled_not_clipped(tmp_path: Path) -> None:
     assert gray.tolist() == [[0, 64, 128, 255]]
 
 
-def test_truncated_png_is_read_and_reported(tmp_path: Path) -> None:
+def _noise_png(path: Path, shape: tuple[int, int] = (60, 40)) -> Path:
+    """Random pixels: incompressible, so the bytes cut from the file are the rows lost."""
     rng = np.random.default_rng(0)
-    full = _save(tmp_path / "full.png", Image.fromarray(rng.integers(0, 256, (60, 40), np.uint8)))
-    data = full.read_bytes()
+    return _save(path, Image.fromarray(rng.integers(0, 256, shape, np.uint8)))
+
+
+def test_a_png_that_lost_a_few_rows_is_read_with_a_warning_saying_how_much(tmp_path) -> None:
+    data = _noise_png(tmp_path / "full.png").read_bytes()
     cut = tmp_path / "cut.png"
-    cut.write_bytes(data[: len(data) // 2])
+    cut.write_bytes(data[: len(data) - 16 - 60])  # IEND, CRC and about 1.5 of 60 rows
+    assert png_missing_share(cut) == pytest.approx(1.5 / 60, abs=0.01)
     gray, warning = read_gray(cut)
     assert gray.shape == (60, 40)
     assert warning is not None and str(cut) in warning and "truncated" in warning
+    assert f"{png_missing_share(cut):.1%} of its rows are missing" in warning
     # The switch is scoped to the one decode: it is off again afterwards.
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+@pytest.mark.parametrize("keep", [300, "half"])
+def test_a_png_that_lost_most_of_its_rows_is_a_bad_image(tmp_path, keep) -> None:
+    """The issue's case: a film truncated to 300 bytes used to be trained on, mostly black."""
+    data = _noise_png(tmp_path / "full.png", (120, 64)).read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: 300 if keep == 300 else len(data) // 2])
+    with pytest.raises(ImageReadError) as info:
+        read_gray(cut)
+    message = str(info.value)
+    assert str(cut) in message and "of its rows are missing, more than the 5%" in message
+    assert "skip_bad=True" in message
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_whole_png_misses_nothing(tmp_path) -> None:
+    assert png_missing_share(_noise_png(tmp_path / "full.png")) == 0.0
+    assert png_missing_share(_save(tmp_path / "x.bmp", Image.new("L", (4, 4)))) is None
 
 
 @pytest.mark.parametrize(

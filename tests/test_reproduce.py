@@ -11,7 +11,8 @@ import nbformat
 import pytest
 
 from mura_lib.config import NOTEBOOKS_DIR, PROJ_ROOT, SAMPLE_ROOT
-from mura_lib.errors import ConfigError
+from mura_lib.disk import sha256_file
+from mura_lib.errors import ConfigError, MuraError
 from mura_lib.reproduce import NOTEBOOKS, NotebookFailed, load_profile, run_pipeline
 
 needs_sample = pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="data_sample/ is missing")
@@ -204,3 +205,59 @@ def test_a_misspelt_parameter_is_refused_before_anything_runs(tmp_path):
             log_output=False,
         )
     assert not (tmp_path / "results").exists()
+
+
+@needs_sample
+def test_a_crash_between_the_two_publishing_steps_is_completed_by_the_next_run(
+    tmp_path, monkeypatch
+):
+    """New models must never stay beside old results: the journal finishes the swap."""
+    import mura_lib.reproduce as reproduce
+
+    root = {"results_root": tmp_path / "results", "models_root": tmp_path / "models"}
+    old_results = root["results_root"] / "smoke"
+    old_results.mkdir(parents=True)
+    (old_results / "manifest.json").write_text('{"old": true}')
+    real_replace = reproduce._replace_dir
+    calls = []
+
+    def crash_on_the_second(new, final):
+        calls.append(final)
+        if len(calls) == 2:
+            raise RuntimeError("the machine went down between the two renames")
+        real_replace(new, final)
+
+    monkeypatch.setattr(reproduce, "_replace_dir", crash_on_the_second)
+    overrides = {"cache_dir": str(tmp_path / "cache"), "compare_variants": False}
+    with pytest.raises(RuntimeError, match="went down"):
+        run_pipeline("smoke", overrides=overrides, log_output=False, **root)
+    monkeypatch.undo()
+    journal = root["results_root"] / ".publishing-smoke.json"
+    assert journal.is_file() and (root["models_root"] / "smoke" / "best.pt").is_file()
+    assert json.loads((old_results / "manifest.json").read_text()) == {"old": True}
+
+    assert reproduce._finish_publishing(journal)  # what the next run does first
+    assert not journal.exists()
+    manifest = json.loads((root["results_root"] / "smoke" / "manifest.json").read_text())
+    models = root["models_root"] / "smoke"
+    for name, digest in manifest["models"]["sha256"].items():
+        assert sha256_file(models / name) == digest, name  # results and models belong together
+    assert "best.pt" in manifest["models"]["sha256"]
+
+
+def test_a_run_completes_an_interrupted_publication_before_anything_else(tmp_path):
+    results_root, models_root = tmp_path / "results", tmp_path / "models"
+    staged, final = results_root / ".staging-smoke", results_root / "smoke"
+    staged.mkdir(parents=True)
+    (staged / "manifest.json").write_text("new")
+    journal = results_root / ".publishing-smoke.json"
+    journal.write_text(json.dumps([[str(staged), str(final)]]))
+    with pytest.raises(MuraError):  # the run itself stops at its wrong data folder
+        run_pipeline(
+            "smoke",
+            overrides={"data_root": str(tmp_path / "nowhere")},
+            results_root=results_root,
+            models_root=models_root,
+            log_output=False,
+        )
+    assert (final / "manifest.json").read_text() == "new" and not journal.exists()

@@ -49,7 +49,8 @@ def assert_same_weights(path_a, path_b) -> None:
 def test_run_writes_its_files(trained_run):
     out, summary = trained_run
     names = {p.name for p in out.iterdir()}
-    assert names == {"best.pt", "last.pt", "history.csv", "val_predictions.csv"}  # no temps
+    # no temporary file; .lock is the folder's lock file (mura_lib.locks), free once fit returns
+    assert names == {"best.pt", "last.pt", "history.csv", "val_predictions.csv", ".lock"}
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3] and summary["epochs_run"] == 3
     assert {"train_loss", "val_loss", "study_kappa", "study_auroc", "lr"} <= set(history.columns)

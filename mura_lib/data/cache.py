@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from mura_lib import config
 from mura_lib.data import images as image_io
+from mura_lib.disk import disk_full_guard
 from mura_lib.errors import ImageReadError
 
 # Bump when the stored pixels would change for the same inputs (decoder, filter, layout).
@@ -155,6 +156,14 @@ def _write_json_atomic(final: Path, payload: dict) -> None:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate a memory-mapped file's blocks now, so that a full disk is an OSError here and
+    not a SIGBUS in a worker writing pixels into a sparse file later."""
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "rb+") as handle:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
 
 
 def _fsync(path: Path) -> None:
@@ -298,79 +307,83 @@ def build_cache(
 
     full = _temp_path(npy)
     kept_file = _temp_path(npy)
-    try:
-        np.lib.format.open_memmap(full, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
-        bad: list[BadImage] = []
-        notes: list[str] = []
-        tasks = (
-            joblib.delayed(_process_chunk)(str(full), paths[s : s + chunk], s, size, resize)
-            for s in starts
-        )
-        bar = tqdm(
-            total=n,
-            unit="img",
-            desc=f"caching {n} images at {size}px",
-            disable=not progress,
-            mininterval=1.0,
-        )
-        with (
-            bar,
-            warnings.catch_warnings(),
-            joblib.Parallel(n_jobs=jobs, return_as="generator_unordered") as parallel,
-        ):
-            # Stopping at the first bad file cancels the queued tasks; joblib warns about that.
-            warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
-            for start, chunk_bad, chunk_notes in parallel(tasks):
-                bad += [BadImage(row, paths[row], reason) for row, reason in chunk_bad]
-                notes += chunk_notes
-                if bad and not skip_bad:
-                    _raise_for_bad(bad, n, complete=False)  # stop early: no point going on
-                bar.update(min(chunk, n - start))
-        bad.sort(key=lambda item: item.row)
-        notes.sort()
-        bad_rows = {item.row for item in bad}
-        kept = [row for row in range(n) if row not in bad_rows]
-        if bad:
-            # Rare path: copy the readable rows into a compact array, in slabs to bound memory.
-            source = np.load(full, mmap_mode="r")
-            target = np.lib.format.open_memmap(
-                kept_file, mode="w+", dtype=np.uint8, shape=(len(kept), size, size)
+    with disk_full_guard(cache_dir, f"the image cache ({n} images at {size} px)"):
+        try:
+            shape = (n, size, size)
+            np.lib.format.open_memmap(full, mode="w+", dtype=np.uint8, shape=shape).flush()
+            _reserve(full)
+            bad: list[BadImage] = []
+            notes: list[str] = []
+            tasks = (
+                joblib.delayed(_process_chunk)(str(full), paths[s : s + chunk], s, size, resize)
+                for s in starts
             )
-            for lo in range(0, len(kept), 1024):
-                target[lo : lo + 1024] = source[kept[lo : lo + 1024]]
-            target.flush()
-            del source, target
-            full.unlink()
-            full = kept_file
-        _fsync(full)
-        os.replace(full, npy)
-        seconds = time.perf_counter() - started
-        _write_json_atomic(
-            manifest_path,
-            {
-                "version": CACHE_VERSION,
-                "fingerprint": fingerprint,
-                "size": size,
-                "resize": resize,
-                "shape": [len(kept), size, size],
-                "dtype": "uint8",
-                "npy_bytes": npy.stat().st_size,
-                "n_requested": n,
-                "paths": [paths[row] for row in kept],
-                "rel_paths": (
-                    frame["rel_path"].astype(str).iloc[kept].tolist()
-                    if "rel_path" in frame.columns
-                    else None
-                ),
-                "bad": [vars(item) for item in bad],
-                "warnings": notes,
-                "seconds": seconds,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
-        )
-    finally:
-        full.unlink(missing_ok=True)
-        kept_file.unlink(missing_ok=True)
+            bar = tqdm(
+                total=n,
+                unit="img",
+                desc=f"caching {n} images at {size}px",
+                disable=not progress,
+                mininterval=1.0,
+            )
+            with (
+                bar,
+                warnings.catch_warnings(),
+                joblib.Parallel(n_jobs=jobs, return_as="generator_unordered") as parallel,
+            ):
+                # Stopping at the first bad file cancels the queued tasks; joblib warns so.
+                warnings.filterwarnings("ignore", message=".*tasks which were still being")
+                for start, chunk_bad, chunk_notes in parallel(tasks):
+                    bad += [BadImage(row, paths[row], reason) for row, reason in chunk_bad]
+                    notes += chunk_notes
+                    if bad and not skip_bad:
+                        _raise_for_bad(bad, n, complete=False)  # stop early: no point going on
+                    bar.update(min(chunk, n - start))
+            bad.sort(key=lambda item: item.row)
+            notes.sort()
+            bad_rows = {item.row for item in bad}
+            kept = [row for row in range(n) if row not in bad_rows]
+            if bad:
+                # Rare path: copy the readable rows into a compact array, in slabs to bound memory.
+                source = np.load(full, mmap_mode="r")
+                target = np.lib.format.open_memmap(
+                    kept_file, mode="w+", dtype=np.uint8, shape=(len(kept), size, size)
+                )
+                _reserve(kept_file)
+                for lo in range(0, len(kept), 1024):
+                    target[lo : lo + 1024] = source[kept[lo : lo + 1024]]
+                target.flush()
+                del source, target
+                full.unlink()
+                full = kept_file
+            _fsync(full)
+            os.replace(full, npy)
+            seconds = time.perf_counter() - started
+            _write_json_atomic(
+                manifest_path,
+                {
+                    "version": CACHE_VERSION,
+                    "fingerprint": fingerprint,
+                    "size": size,
+                    "resize": resize,
+                    "shape": [len(kept), size, size],
+                    "dtype": "uint8",
+                    "npy_bytes": npy.stat().st_size,
+                    "n_requested": n,
+                    "paths": [paths[row] for row in kept],
+                    "rel_paths": (
+                        frame["rel_path"].astype(str).iloc[kept].tolist()
+                        if "rel_path" in frame.columns
+                        else None
+                    ),
+                    "bad": [vars(item) for item in bad],
+                    "warnings": notes,
+                    "seconds": seconds,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
+        finally:
+            full.unlink(missing_ok=True)
+            kept_file.unlink(missing_ok=True)
 
     loaded = _load_trusted(frame, fingerprint, npy, manifest_path, size, resize)
     if loaded is None:  # another process replaced it in between; rare, and not ours to fix

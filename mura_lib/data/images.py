@@ -9,15 +9,19 @@ file (by :mod:`mura_lib.data.cache`), never per epoch. Two resize modes:
 * ``"stretch"``: resize both sides to S independently, as the project we grew from did
   (``Resize((256, 256))``). Kept so results can be compared with it.
 
-Bad files are handled here so that the cache can decide what to do with them: a truncated PNG
-is read as far as it goes and the caller gets a warning string; anything that cannot be read at
-all raises :class:`~mura_lib.errors.ImageReadError` naming the file.
+Bad files are handled here so that the cache can decide what to do with them: a PNG that lost a
+few rows at its end (as some of MURA's files did) is read as far as it goes and the caller gets
+a warning that says how much is missing; one that lost more than :data:`MAX_MISSING_SHARE` of
+its rows, or anything that cannot be read at all, raises
+:class:`~mura_lib.errors.ImageReadError` naming the file. A film that is mostly black padding
+would otherwise be trained on with its study's label: noise in the training set.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -33,6 +37,13 @@ RESIZE_MODES: tuple[str, ...] = ("letterbox", "stretch")
 # 64 megapixels: MURA's largest images are a few megapixels, so anything beyond this is a
 # corrupt header or a decompression bomb, and decoding it would cost gigabytes of memory.
 MAX_PIXELS = 64_000_000
+
+# A truncated PNG is still used when at most this share of its rows is missing (a few rows
+# at the bottom of a film, usually black background); beyond it the file is a bad image.
+MAX_MISSING_SHARE = 0.05
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
 
 # Bilinear with Pillow's antialiasing support (a true downscaling filter, unlike
 # torch's interpolate): the filter torchvision's Resize applies to PIL images.
@@ -53,6 +64,41 @@ def _truncated_images_allowed() -> Iterator[None]:
         yield
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def png_missing_share(path: str | Path) -> float | None:
+    """The share of a PNG's pixel rows that its file does not hold (0.0 for a whole file).
+
+    Read from the chunks: the image data (IDAT) present is decompressed as far as it goes and
+    compared with the size the header (IHDR) promises. None when that cannot be told: not a
+    PNG, no header, or an interlaced image (whose passes do not fill rows in order).
+    """
+    data = Path(path).read_bytes()
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    header, image_data, pos = None, [], len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR" and len(body) >= 13:
+            header = body
+        elif kind == b"IDAT":
+            image_data.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None or header[12] != 0 or header[9] not in _PNG_CHANNELS:
+        return None
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    bits = header[8] * _PNG_CHANNELS[header[9]]
+    expected = height * (1 + (width * bits + 7) // 8)  # each row: a filter byte, then pixels
+    inflate, got = zlib.decompressobj(), 0
+    for chunk in image_data:
+        try:
+            got += len(inflate.decompress(chunk))
+        except zlib.error:
+            break
+    return 1.0 - min(got, expected) / expected if expected else None
 
 
 def _to_gray_uint8(image: Image.Image) -> np.ndarray:
@@ -122,11 +168,11 @@ def read_gray(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarra
                 try:
                     image.load()
                 except OSError as err:
+                    warning = _truncation_warning(path, err, hint)
                     # Pillow reads truncated data only when the switch is on at load time.
                     with _truncated_images_allowed(), Image.open(path) as retry:
                         retry.load()
                         image = retry.copy()
-                    warning = f"{path}: {err}; read as far as it goes (the rest is black)"
                 return _to_gray_uint8(image), warning
     except ImageReadError:
         raise
@@ -138,6 +184,25 @@ def read_gray(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarra
         raise ImageReadError(f"{path}: not a readable image ({err}); {hint}.") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: cannot decode the image ({err}); {hint}.") from None
+
+
+def _truncation_warning(path: Path, err: OSError, hint: str) -> str:
+    """The warning for a file that lost a few rows; ImageReadError if it lost more."""
+    missing = png_missing_share(path)
+    if missing is None:
+        raise ImageReadError(
+            f"{path}: the file is truncated ({err}) and how much of it is missing cannot be "
+            f"told; {hint}."
+        )
+    if missing > MAX_MISSING_SHARE:
+        raise ImageReadError(
+            f"{path}: the file is truncated: {missing:.0%} of its rows are missing, more than "
+            f"the {MAX_MISSING_SHARE:.0%} a film may lose and still be used; {hint}."
+        )
+    return (
+        f"{path}: the file is truncated ({err}): {missing:.1%} of its rows are missing; read "
+        "as far as it goes (the rest is black)"
+    )
 
 
 def resize_square(gray: np.ndarray, size: int, resize: ResizeMode = "letterbox") -> np.ndarray:

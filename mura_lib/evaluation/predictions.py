@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mura_lib.disk import write_text_atomic
 from mura_lib.errors import MuraError
 
 REQUIRED_COLUMNS = ("study_id", "body_part", "label", "prob")
@@ -107,11 +108,9 @@ def write_predictions(predictions: pd.DataFrame, path: str | os.PathLike) -> Pat
     """Write a predictions frame as CSV, probabilities as float32 shortest repr.
 
     Reading the file back with :func:`read_predictions` gives the same canonical frame, so a
-    report computed before writing equals one computed from the file. Creates the folder.
+    report computed before writing equals one computed from the file. Creates the folder;
+    written atomically (a failed write leaves the previous file).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame = predictions.copy()
     frame["prob"] = np.asarray(frame["prob"], dtype=np.float64).astype(np.float32)
-    frame.to_csv(path, index=False)
-    return path
+    return write_text_atomic(path, frame.to_csv(index=False), "predictions")

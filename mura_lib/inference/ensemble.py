@@ -23,26 +23,18 @@ evaluation and prediction treat both alike.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mura_lib.disk import sha256_file
 from mura_lib.errors import CheckpointError
 from mura_lib.inference.engine import check_tta, usable_checkpoint
 
 MANIFEST_FORMAT = "mura_lib.ensemble/1"
 COMBINE_RULE = "mean of member probabilities"
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_manifest(path: str | Path) -> bool:

@@ -8,12 +8,12 @@ the split being evaluated.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mura_lib.disk import write_text_atomic
 from mura_lib.errors import MuraError
 from mura_lib.inference.engine import check_tta
 
@@ -87,6 +87,9 @@ def evaluate_checkpoint(
         threshold_source = "chosen at evaluation on validation studies"
     predicted = predict_rows(source, rows, tta=tta, desc=f"predict {split}", **run)
     out_dir = Path(out_dir)
+    # metrics.json is removed first and written last: a folder that holds one always holds a
+    # complete evaluation, whatever interrupted the previous one.
+    (out_dir / "metrics.json").unlink(missing_ok=True)
     predictions = predicted.frame.assign(prob=predicted.mean)[PREDICTION_COLUMNS]
     pred_path = write_predictions(predictions, out_dir / "predictions.csv")
     report = evaluation_report(pred_path, threshold=threshold, n_boot=n_boot, seed=seed)
@@ -116,10 +119,7 @@ def write_member_predictions(predicted: MemberPredictions, path: Path) -> pd.Dat
     frame = predicted.frame[[c for c in PREDICTION_COLUMNS if c != "prob"]].copy()
     for k in range(predicted.probs.shape[1]):
         frame[member_column(k)] = predicted.probs[:, k].astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_text_atomic(path, frame.to_csv(index=False), "member predictions")
     return frame
 
 
@@ -146,8 +146,4 @@ def member_summaries(source: ModelSource, members: pd.DataFrame) -> list[dict]:
 
 def write_json(payload: dict, path: Path) -> Path:
     """Write JSON atomically (temporary file, then rename); NaN is refused, not written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n", path.name)

@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
+from mura_lib.disk import disk_full_guard
 from mura_lib.errors import CheckpointError
+from mura_lib.models.safe_load import load_weights_only
 
 FORMAT = "mura_lib.checkpoint/1"
 REQUIRED_KEYS = ("format", "model", "model_args", "image_size", "resize", "normalization")
@@ -46,8 +48,9 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
         raise ValueError(f"checkpoint lacks {missing}")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        with disk_full_guard(path.parent, f"the checkpoint {path.name}"):
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -61,13 +64,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} does not exist: train one with `python -m mura_lib train` "
             "or `make reproduce`, or check the path"
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); it may be "
-            "truncated or not a mura_lib checkpoint: retrain or restore it"
-        ) from err
+    ckpt = load_weights_only(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a {FORMAT} checkpoint (a bare state dict or another project's "

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 import torchvision
 
-from mura_lib.errors import WeightsUnavailableError
+from mura_lib.errors import CheckpointError, WeightsUnavailableError
+from mura_lib.models.safe_load import load_weights_only
 
 # Seconds to wait for the download server before giving up (an offline machine fails at once
 # on DNS; a firewalled one would otherwise hang for minutes).
@@ -48,12 +49,12 @@ def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         _download(url, path, arch)
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which and what to do
+        state_dict = load_weights_only(path, "weights file")
+    except CheckpointError as err:  # a truncated or foreign file: say which and what to do
         raise WeightsUnavailableError(
-            f"the ImageNet weights file {path} cannot be read ({err}); delete it and run again "
-            "to download a fresh copy"
-        ) from err
+            f"the ImageNet weights file cannot be read: {err}; delete it and run again to "
+            "download a fresh copy"
+        ) from None
     return {_current_key(key): value for key, value in state_dict.items()}
 
 

@@ -31,12 +31,14 @@ from mura_lib.data.augment import Augmenter
 from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import build_cache
 from mura_lib.device import resolve_device
+from mura_lib.disk import write_text_atomic
 from mura_lib.errors import ConfigError
 from mura_lib.evaluation.metrics import binary_metrics
 from mura_lib.evaluation.predictions import write_predictions
 from mura_lib.evaluation.studies import study_scores
 from mura_lib.evaluation.thresholds import choose_threshold
 from mura_lib.inference.engine import predict_probs
+from mura_lib.locks import exclusive_lock
 from mura_lib.models.build import (
     build_model,
     count_parameters,
@@ -57,6 +59,8 @@ from mura_lib.training.top_k import (
     write_run_ensemble,
 )
 from mura_lib.training.top_k import prune as prune_top_k
+
+LOCK_NAME = ".lock"  # one training run at a time in a folder (see mura_lib.locks)
 
 
 def seed_everything(seed: int, epoch: int = -1) -> None:
@@ -82,7 +86,23 @@ def fit(
     """
     config.validate()
     out_dir = Path(out_dir)
-    progress = resolve_mode(progress)
+    with exclusive_lock(
+        out_dir / LOCK_NAME,
+        f"the training folder {out_dir}",
+        "wait for that run to finish, stop it, or train into another --out folder",
+    ):
+        return _fit(data_root, out_dir, config, resume, overwrite, resolve_mode(progress))
+
+
+def _fit(
+    data_root: str | Path,
+    out_dir: Path,
+    config: TrainConfig,
+    resume: bool,
+    overwrite: bool,
+    progress: str,
+) -> dict:
+    """fit() once the folder's lock is held."""
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     previous = _previous_run(last_path, config, resume, overwrite)
 
@@ -304,9 +324,7 @@ def _validation_metrics(frame: pd.DataFrame, probs: np.ndarray, weights: np.ndar
 
 
 def _write_history(history: list[dict], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(history).to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_text_atomic(path, pd.DataFrame(history).to_csv(index=False), "the training history")
 
 
 def _fmt(value: float | None) -> str:
