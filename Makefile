@@ -8,6 +8,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 KERNEL := mura
 PROFILE ?= sample
 DATA ?=
+GPUS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock reproduce test lint lab data-sample benchmark clean
@@ -15,7 +16,8 @@ DATA ?=
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables:   PROFILE=sample|mura|smoke (reproduce), DATA=/path/to/MURA-v1.1"
+	@echo "  variables:   PROFILE=sample|mura|paper|smoke (reproduce), DATA=/path/to/MURA-v1.1,"
+	@echo "               GPUS=N (train with torchrun on N GPUs)"
 
 setup: $(SETUP_STAMP) ## create .venv, install the project, register the Jupyter kernel and nbstripout
 
@@ -46,7 +48,8 @@ lock: setup ## regenerate requirements.lock from pyproject.toml with pip-tools (
 		--output-file requirements.lock pyproject.toml
 
 reproduce: setup ## run the notebooks on PROFILE (default: the bundled sample) into results/PROFILE/
-	$(PY) -m mura_lib.reproduce --profile $(PROFILE) $(if $(DATA),--data "$(DATA)")
+	$(PY) -m mura_lib.reproduce --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") \
+		$(if $(GPUS),--set gpus=$(GPUS))
 
 test: setup ## run the test suite (includes the notebooks on the smoke profile)
 	$(PY) -m pytest -q

@@ -36,7 +36,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     summary = fit(args.data, args.out, config, resume=args.resume, overwrite=args.overwrite)
     summary.pop("history")
-    print(json.dumps(summary))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: one summary, from rank 0
+        print(json.dumps(summary))
     return 0
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,9 +54,15 @@ def exclusive_lock(path: str | os.PathLike, what: str, advice: str) -> Iterator[
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = _holder(handle)
+            for _ in range(20):  # the holder writes its name just after taking the lock
+                if not holder.startswith("another process"):
+                    break
+                time.sleep(0.05)
+                holder = _holder(handle)
             raise BusyError(
-                f"{what} is in use by {_holder(handle)}: {advice}; a run that is killed frees "
-                f"it by itself (lock file {path})"
+                f"{what} is in use by {holder}: {advice}; a run that is killed frees it by "
+                f"itself (lock file {path})"
             ) from None
         handle.seek(0)
         handle.truncate()

@@ -241,9 +241,20 @@ class Augmenter:
         x = augmenter(batch.images, train=False)       # evaluation: normalisation only
     """
 
-    def __init__(self, config: AugmentConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: AugmentConfig | None = None,
+        seed: int = 0,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.config = config if config is not None else AugmentConfig()
         self.seed = int(seed)
+        # Under torchrun a rank holds every world_size-th sample of the global batch (see
+        # BatchLoader): parameters are drawn for the whole global batch and this rank takes
+        # its samples' share, so each sample gets the parameters it gets in one process.
+        self.rank, self.world_size = int(rank), int(world_size)
         self.generator = torch.Generator(device="cpu")
         self.set_epoch(0)
 
@@ -255,4 +266,10 @@ class Augmenter:
     def __call__(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
         if not train:
             return normalize(images, self.config.mean, self.config.std)
-        return augment(images, self.config, self.generator)
+        if self.world_size == 1:
+            return augment(images, self.config, self.generator)
+        drawn = draw_params(images.shape[0] * self.world_size, self.config, self.generator)
+        share = AugmentParams(
+            **{k: v[self.rank :: self.world_size] for k, v in vars(drawn).items()}
+        )
+        return apply_augmentation(images, share, self.config)

@@ -81,6 +81,13 @@ class BatchLoader:
         extra: further per-row arrays (e.g. ``{"weight": w}``), yielded in ``Batch.extra``.
         gpu_memory_fraction: on CUDA, copy the whole array to the GPU when it needs at most
             this fraction of the currently free GPU memory; 0 never does.
+        rank, world_size: this process's share under torchrun. Shuffled (training): the
+            epoch's order is cut into global batches of ``batch_size`` and this rank takes
+            every ``world_size``-th sample of each, from the ``rank``-th on, so the union of
+            the ranks' k-th batches is the one-process k-th batch (``batch_size`` keeps its
+            meaning: the global batch). A last global batch is cut to a multiple of
+            ``world_size`` so that every rank takes as many steps. Unshuffled (evaluation):
+            this rank takes rows ``rank::world_size``, in batches of ``batch_size``.
 
     Example::
 
@@ -102,6 +109,8 @@ class BatchLoader:
         drop_last: bool = False,
         extra: Mapping[str, np.ndarray] | None = None,
         gpu_memory_fraction: float = 0.5,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if images.ndim != 3 or images.dtype != np.uint8:
             raise ValueError(f"expected a (N, S, S) uint8 array, got {images.dtype} {images.shape}")
@@ -118,6 +127,14 @@ class BatchLoader:
         self.shuffle = shuffle
         self.seed = int(seed)
         self.drop_last = drop_last
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        if shuffle and batch_size % world_size:
+            raise ValueError(
+                f"batch_size {batch_size} is not a multiple of the {world_size} processes: "
+                "each must take an equal share of every global batch"
+            )
+        self.rank, self.world_size = int(rank), int(world_size)
         self._epoch = 0
         self._labels = None if labels is None else _as_tensor(np.asarray(labels, np.float32))
         self._extra = {name: _as_tensor(values) for name, values in dict(extra or {}).items()}
@@ -155,8 +172,7 @@ class BatchLoader:
         self._extra = {name: values.to(self.device) for name, values in self._extra.items()}
 
     def __len__(self) -> int:
-        n = self.images.shape[0]
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.batch_indices(self._epoch))
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order ``iter(loader)`` yields."""
@@ -170,12 +186,21 @@ class BatchLoader:
         n = self.images.shape[0]
         return epoch_permutation(n, self.seed, epoch) if self.shuffle else np.arange(n)
 
+    def rows(self) -> np.ndarray:
+        """The rows this rank yields over an epoch of an unshuffled loader."""
+        return np.arange(self.images.shape[0])[self.rank :: self.world_size]
+
     def batch_indices(self, epoch: int) -> list[np.ndarray]:
-        """The row numbers of each batch of ``epoch``."""
-        order = self.order(epoch)
+        """The row numbers of each batch of ``epoch`` (this rank's share under torchrun)."""
+        order = self.order(epoch) if self.shuffle else self.rows()
         chunks = [order[lo : lo + self.batch_size] for lo in range(0, len(order), self.batch_size)]
         if self.drop_last and chunks and len(chunks[-1]) < self.batch_size:
             chunks.pop()
+        if self.shuffle and self.world_size > 1:
+            if chunks and len(chunks[-1]) < self.world_size:
+                chunks.pop()
+            cut = [chunk[: len(chunk) - len(chunk) % self.world_size] for chunk in chunks]
+            chunks = [chunk[self.rank :: self.world_size] for chunk in cut]
         return chunks
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
@@ -217,9 +242,9 @@ class BatchLoader:
         """Gather into two pinned buffers in turn; batch k+1 is staged before k is yielded."""
         side = self.images.shape[1:]
         cuda = self.device.type == "cuda"  # False only when a test forces this path on CPU
+        largest = max((len(rows) for rows in chunks), default=0)
         buffers = [
-            torch.empty((self.batch_size, *side), dtype=torch.uint8, pin_memory=cuda)
-            for _ in range(2)
+            torch.empty((largest, *side), dtype=torch.uint8, pin_memory=cuda) for _ in range(2)
         ]
         copied: list[torch.cuda.Event | None] = [None, None]
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from mura_lib.data.augment import AugmentConfig
 
 # Settings that may differ between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"epochs", "device", "cache_dir"}
+RESUMABLE_CHANGES = {"epochs", "device", "cache_dir", "sync_batchnorm"}
 
 
 @dataclass
@@ -52,6 +52,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda, mps, cpu) | cpu | cuda | cuda:1 ...
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA (ignored on CPU)
+    sync_batchnorm: bool = True  # under torchrun on CUDA: BatchNorm over the global batch
     skip_bad_images: bool = False  # leave unreadable images out (reported) instead of failing
     cache_dir: str = ""  # "" = the project's cache/ folder
 
@@ -86,6 +87,17 @@ class TrainConfig:
             mean=GRAY_MEAN,
             std=GRAY_STD,
         )
+
+    def to_argv(self) -> list[str]:
+        """The `mura train` options that give this config (``--image-size 128 --no-amp`` ...)."""
+        argv = []
+        for field in dataclasses.fields(self):
+            flag, value = "--" + field.name.replace("_", "-"), getattr(self, field.name)
+            if isinstance(value, bool):
+                argv.append(flag if value else "--no-" + flag[2:])
+            else:
+                argv += [flag, str(value)]
+        return argv
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:

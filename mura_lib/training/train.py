@@ -16,6 +16,7 @@ Protocol (fixing the defects of the project we grew from):
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import asdict
@@ -30,7 +31,6 @@ from mura_lib.data import read_mura, split_by_patient
 from mura_lib.data.augment import Augmenter
 from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import build_cache
-from mura_lib.device import resolve_device
 from mura_lib.disk import write_text_atomic
 from mura_lib.errors import ConfigError
 from mura_lib.evaluation.metrics import binary_metrics
@@ -48,6 +48,15 @@ from mura_lib.models.checkpoint import load_checkpoint, save_checkpoint
 from mura_lib.progress import log_line, resolve_mode
 from mura_lib.provenance import code_version
 from mura_lib.training.config import RESUMABLE_CHANGES, TrainConfig
+from mura_lib.training.distributed import (
+    Distributed,
+    barrier,
+    gather_rows,
+    init_distributed,
+    mean_over_ranks,
+    shutdown,
+    wrap_for_ddp,
+)
 from mura_lib.training.loop import train_one_epoch
 from mura_lib.training.losses import image_loss_weights
 from mura_lib.training.schedule import EarlyStopping, metric_mode
@@ -86,12 +95,28 @@ def fit(
     """
     config.validate()
     out_dir = Path(out_dir)
-    with exclusive_lock(
-        out_dir / LOCK_NAME,
-        f"the training folder {out_dir}",
-        "wait for that run to finish, stop it, or train into another --out folder",
-    ):
-        return _fit(data_root, out_dir, config, resume, overwrite, resolve_mode(progress))
+    ctx, device = init_distributed(config.device)  # one process unless torchrun started more
+    try:
+        if ctx.enabled and config.batch_size % ctx.world_size:
+            raise ConfigError(
+                f"batch_size {config.batch_size} is the global batch and must be a multiple "
+                f"of the {ctx.world_size} processes (each takes an equal share)"
+            )
+        # Rank 0 alone writes to the folder, so it alone holds its lock.
+        lock = (
+            exclusive_lock(
+                out_dir / LOCK_NAME,
+                f"the training folder {out_dir}",
+                "wait for that run to finish, stop it, or train into another --out folder",
+            )
+            if ctx.is_main
+            else contextlib.nullcontext()
+        )
+        with lock:
+            mode = resolve_mode(progress) if ctx.is_main else "none"
+            return _fit(data_root, out_dir, config, resume, overwrite, mode, ctx, device)
+    finally:
+        shutdown(ctx)
 
 
 def _fit(
@@ -101,10 +126,20 @@ def _fit(
     resume: bool,
     overwrite: bool,
     progress: str,
+    ctx: Distributed,
+    device: torch.device,
 ) -> dict:
-    """fit() once the folder's lock is held."""
+    """fit() once the folder's lock is held; under torchrun, on every rank."""
+    main = ctx.is_main
+
+    def log(text: str) -> None:
+        if main:
+            log_line(progress, text)
+
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    previous = _previous_run(last_path, config, resume, overwrite)
+    # Every rank checks the folder alike (and refuses alike); only rank 0 removes an old run.
+    previous = _previous_run(last_path, config, resume, overwrite and main, overwrite)
+    barrier(ctx)
 
     frame = split_by_patient(read_mura(data_root), config.val_fraction, config.seed)
     cache_kwargs = dict(
@@ -114,13 +149,18 @@ def _fit(
         skip_bad=config.skip_bad_images,
         progress=progress == "bar",
     )
+    # Rank 0 decodes every image once; the others wait, then open the same trusted files.
+    if not main:
+        barrier(ctx)
     train_cache = build_cache(frame[frame["subset"] == "train"], **cache_kwargs)
     val_cache = build_cache(frame[frame["subset"] == "val"], **cache_kwargs)
+    if main:
+        barrier(ctx)
     for name, cache in (("train", train_cache), ("val", val_cache)):
         if cache.report.bad or cache.report.warnings:
-            log_line(progress, f"{name} images: {cache.report}")
+            log(f"{name} images: {cache.report}")
 
-    device = resolve_device(config.device)
+    shard = dict(rank=ctx.rank, world_size=ctx.world_size)
     channels_last = config.channels_last and device.type == "cuda"
     weights = {
         name: image_loss_weights(train_cache.frame, cache.frame, config.loss_weighting)
@@ -133,16 +173,18 @@ def _fit(
         shuffle=True,
         seed=config.seed,
         extra={"weight": weights["train"]},
+        **shard,
     )
     val_loader = BatchLoader.from_cache(
-        val_cache, 2 * config.batch_size, device=device, shuffle=False
+        val_cache, 2 * config.batch_size, device=device, shuffle=False, **shard
     )
-    augmenter = Augmenter(config.augment_config(), seed=config.seed)
+    augmenter = Augmenter(config.augment_config(), seed=config.seed, **shard)
 
     seed_everything(config.seed)
     model = build_model(config.arch, config.weights, trainable=config.trainable).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    trained = wrap_for_ddp(model, ctx, device, config.sync_batchnorm, log)
     optimizer = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -169,7 +211,7 @@ def _fit(
         top_k.load_state_dict(previous.get("top_k", {}))
         history = list(previous["history"])
         start_epoch = previous["epoch"] + 1
-        log_line(progress, f"resuming {last_path} after epoch {start_epoch}")
+        log(f"resuming {last_path} after epoch {start_epoch}")
 
     base = {
         "model_args": {
@@ -186,10 +228,11 @@ def _fit(
         "code_version": code_version(),
     }
     n_params = count_parameters(model)
-    log_line(
-        progress,
+    processes = f" x {ctx.world_size} processes" if ctx.enabled else ""
+    log(
         f"{config.arch} ({n_params['trainable']:,} of {n_params['total']:,} parameters train) "
-        f"on {device}: {len(train_cache.frame)} train / {len(val_cache.frame)} val images",
+        f"on {device}{processes}: {len(train_cache.frame)} train / {len(val_cache.frame)} val "
+        "images"
     )
     # Only early stopping ends a run for good: a run that reached its old epoch limit goes on
     # when resumed with a larger ``epochs`` (a resumable change).
@@ -202,9 +245,16 @@ def _fit(
         lr = optimizer.param_groups[0]["lr"]
         amp_kw = dict(amp=config.amp, channels_last=channels_last)
         train_loss = train_one_epoch(
-            model, train_loader, augmenter, optimizer, epoch, progress=progress, **amp_kw
+            trained, train_loader, augmenter, optimizer, epoch, progress=progress, **amp_kw
         )
-        probs = predict_probs(model, val_loader, augmenter, progress=progress, desc="val", **amp_kw)
+        train_loss = mean_over_ranks(ctx, train_loss)
+        # Validation: each rank its shard, the plain model (no gradient sync), then all rows
+        # on every rank, so that every rank takes the same decisions below.
+        shard_probs = predict_probs(
+            model, val_loader, augmenter, progress=progress, desc="val", **amp_kw
+        )
+        rows = val_loader.rows()
+        probs = gather_rows(ctx, rows, shard_probs[rows], len(val_cache.frame))
         val = _validation_metrics(val_cache.frame, probs, weights["val"])
         seconds = time.perf_counter() - started
         value = val[config.select_metric]
@@ -238,6 +288,8 @@ def _fit(
             studies = study_scores(predictions)
             choice = choose_threshold(studies["label"], studies["prob"], config.threshold_rule)
             calibrated = {**state, "threshold": choice.value, "threshold_rule": choice.rule}
+        if not main:
+            continue  # rank 0 alone writes; the others hold the same state
         if improved:
             save_checkpoint({**calibrated, "val_predictions": "val_predictions.csv"}, best_path)
             write_predictions(predictions, out_dir / "val_predictions.csv")
@@ -259,8 +311,9 @@ def _fit(
         )
         prune_top_k(out_dir, top_k)  # only now: last.pt no longer names what is deleted
         _write_history(history, out_dir / "history.csv")
-        log_line(progress, _epoch_line(history[-1], config))
+        log(_epoch_line(history[-1], config))
 
+    barrier(ctx)  # rank 0's last writes are done before anyone reads best.pt
     best = load_checkpoint(best_path)
     return {
         "out_dir": str(out_dir),
@@ -277,9 +330,20 @@ def _fit(
 
 
 def _previous_run(
-    last_path: Path, config: TrainConfig, resume: bool, overwrite: bool
+    last_path: Path,
+    config: TrainConfig,
+    resume: bool,
+    remove: bool,
+    overwrite: bool | None = None,
 ) -> dict | None:
-    """The interrupted run to continue, None for a fresh start; refuses to clobber a run."""
+    """The interrupted run to continue, None for a fresh start; refuses to clobber a run.
+
+    ``overwrite`` starts again; the old run's files are deleted only when ``remove`` (rank 0
+    under torchrun: the other ranks start afresh without touching the folder).
+    """
+    overwrite = remove if overwrite is None else overwrite
+    if overwrite and not resume and not remove:
+        return None
     if not last_path.exists():
         if resume:
             raise ConfigError(f"nothing to resume: {last_path} does not exist")

@@ -1,0 +1,78 @@
+"""Starting `mura train` under torchrun from Python: what notebook 02 does with ``gpus > 1``.
+
+A notebook's kernel is one process; DistributedDataParallel wants one process per GPU, started
+by torchrun. So the notebook launches ``torchrun --nproc_per_node=N -m mura_lib train ...`` as
+a subprocess with the same parameters, streams its one-line-per-epoch log into the cell's
+output, and reads the run's files back, giving the summary that :func:`fit` gives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from mura_lib.config import PROJ_ROOT
+from mura_lib.errors import MuraError
+from mura_lib.training.config import TrainConfig
+
+
+def torchrun_argv(
+    data_root: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    nproc: int,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> list[str]:
+    """The command line: this interpreter's torchrun (``python -m torch.distributed.run``)."""
+    argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+    argv += ["-m", "mura_lib", "train", "--data", str(data_root), "--out", str(out_dir)]
+    argv += config.to_argv()
+    return argv + (["--resume"] if resume else []) + (["--overwrite"] if overwrite else [])
+
+
+def fit_with_torchrun(
+    data_root: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    nproc: int,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Train with ``nproc`` processes; return fit()'s summary (history read from the run)."""
+    config.validate()
+    argv = torchrun_argv(data_root, out_dir, config, nproc, resume=resume, overwrite=overwrite)
+    env = {**os.environ, "MURA_PROGRESS": os.environ.get("MURA_PROGRESS", "log")}
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=PROJ_ROOT,
+        env=env,
+        bufsize=1,
+    )
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line.rstrip("\n"))
+        if not line.startswith('{"out_dir"'):
+            print(line, end="", flush=True)
+    code = process.wait()
+    if code != 0:
+        errors = [line for line in lines if line.startswith("error:")]
+        reason = errors[-1] if errors else (lines[-1] if lines else "no output")
+        raise MuraError(
+            f"training with torchrun on {nproc} processes failed (status {code}): {reason}; "
+            f"{out_dir}/last.pt keeps the last finished epoch, resume=True continues the run"
+        )
+    summary = json.loads(next(line for line in reversed(lines) if line.startswith('{"out_dir"')))
+    summary["history"] = pd.read_csv(Path(out_dir) / "history.csv")
+    return summary
