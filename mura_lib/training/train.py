@@ -138,7 +138,7 @@ def _fit(
 
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     # Every rank checks the folder alike (and refuses alike); only rank 0 removes an old run.
-    previous = _previous_run(last_path, config, resume, overwrite and main, overwrite)
+    previous = _previous_run(last_path, config, resume, overwrite, writer=main)
     barrier(ctx)
 
     frame = split_by_patient(read_mura(data_root), config.val_fraction, config.seed)
@@ -330,19 +330,14 @@ def _fit(
 
 
 def _previous_run(
-    last_path: Path,
-    config: TrainConfig,
-    resume: bool,
-    remove: bool,
-    overwrite: bool | None = None,
+    last_path: Path, config: TrainConfig, resume: bool, overwrite: bool, writer: bool = True
 ) -> dict | None:
     """The interrupted run to continue, None for a fresh start; refuses to clobber a run.
 
-    ``overwrite`` starts again; the old run's files are deleted only when ``remove`` (rank 0
+    ``overwrite`` starts again, the old run's files deleted by the ``writer`` only (rank 0
     under torchrun: the other ranks start afresh without touching the folder).
     """
-    overwrite = remove if overwrite is None else overwrite
-    if overwrite and not resume and not remove:
+    if overwrite and not resume and not writer:
         return None
     if not last_path.exists():
         if resume:
