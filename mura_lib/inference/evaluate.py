@@ -1,8 +1,8 @@
-"""Evaluate a checkpoint on a split of MURA: what `mura evaluate` and notebook 03 run.
+"""Evaluate a checkpoint or an ensemble on a split of MURA: `mura evaluate` and notebook 03.
 
-The model runs under ``torch.inference_mode()`` in batches, with the preprocessing stored in
-the checkpoint and its decision threshold, which was chosen on the validation subset, never on
-the split being evaluated.
+Each model runs under ``torch.inference_mode()`` in batches, with the preprocessing stored in
+its checkpoint; the decision threshold was chosen on validation studies, never on the split
+being evaluated.
 """
 
 from __future__ import annotations
