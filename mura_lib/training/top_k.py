@@ -114,6 +114,7 @@ def write_run_ensemble(
             "n_images": len(frames[0]),
             "tta": "none",
         },
+        check_members=False,  # this run wrote them just now: no need to read them all again
     )
 
 
