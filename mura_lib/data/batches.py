@@ -222,6 +222,22 @@ class BatchLoader:
         else:
             yield from self._staged_batches(chunks, indices)
 
+    def gather(self, rows: np.ndarray) -> Batch:
+        """The images of ``rows`` (any order) as one batch on the device, outside any epoch
+        (the study loader's views). Staged copies are not prefetched here."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.residency == "device":
+            assert self._on_device is not None
+            index = host_to_device(torch.from_numpy(rows), self.device)
+            return self._make_batch(self._on_device.index_select(0, index), index)
+        images = torch.from_numpy(self.images[rows])
+        if self.residency == "pinned":
+            return self._make_batch(
+                host_to_device(images, self.device),
+                host_to_device(torch.from_numpy(rows), self.device),
+            )
+        return self._make_batch(images, torch.from_numpy(rows))
+
     def _make_batch(self, images: torch.Tensor, index: torch.Tensor) -> Batch:
         """Assemble a batch; ``index`` lives where the label tensors live."""
         labels = None if self._labels is None else self._labels.index_select(0, index)

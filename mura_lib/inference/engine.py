@@ -18,6 +18,7 @@ from torch import nn
 
 from mura_lib.data.augment import normalize
 from mura_lib.data.batches import BatchLoader
+from mura_lib.data.study_batches import StudyBatchLoader
 from mura_lib.device import resolve_device
 from mura_lib.errors import CheckpointError, ConfigError
 from mura_lib.models.build import model_from_checkpoint
@@ -78,6 +79,58 @@ class CheckpointNormalizer:
 
     def __call__(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
         return normalize(images, self.mean, self.std)
+
+
+def forward_study(
+    model: nn.Module,
+    x: torch.Tensor,
+    study_index: torch.Tensor,
+    n_studies: int,
+    *,
+    tta: str = "none",
+    amp: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Study probabilities (n_studies,) and view weights (V,) of a study-level model for the
+    model-ready views ``x`` of whole studies (``study_index``: each view's study), both
+    averaged over ``tta``."""
+    copies = [x, x.flip(-1)] if tta == "flip" else [x]
+    probs, weights = [], []
+    for copy in copies:
+        with autocast(x.device, amp):
+            logits = model(copy, study_index, n_studies)
+        probs.append(torch.sigmoid(logits.float()))
+        weights.append(model.view_weights)
+    return torch.stack(probs).mean(0), torch.stack(weights).mean(0)
+
+
+@torch.inference_mode()
+def predict_study_probs(
+    model: nn.Module,
+    loader: StudyBatchLoader,
+    augmenter: Callable[..., torch.Tensor],
+    *,
+    amp: bool = True,
+    channels_last: bool = False,
+    tta: str = "none",
+    progress: str = "none",
+    desc: str = "predict",
+) -> tuple[np.ndarray, np.ndarray]:
+    """A study-level model over an (unshuffled) study loader: the probability of each of the
+    loader's studies and the weight of each row (view) in its study; NaN where this rank
+    did not predict (under torchrun each rank has a share of the studies)."""
+    check_tta(tta)
+    model.eval()
+    device = loader.device
+    probs = torch.full((loader.n_studies,), float("nan"), dtype=torch.float32, device=device)
+    weights = torch.full((len(loader.images),), float("nan"), dtype=torch.float32, device=device)
+    for batch in track(loader.epoch(0), progress, len(loader), desc):
+        x = to_model_input(augmenter(batch.images, train=False), channels_last)
+        study_probs, view_weights = forward_study(
+            model, x, batch.study_index, batch.n_studies, tta=tta, amp=amp
+        )
+        probs[torch.from_numpy(batch.studies).to(device)] = study_probs
+        weights[batch.index.to(device)] = view_weights.float()
+    return probs.cpu().numpy(), weights.cpu().numpy()
 
 
 @torch.inference_mode()

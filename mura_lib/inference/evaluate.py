@@ -91,6 +91,9 @@ def evaluate_checkpoint(
     # complete evaluation, whatever interrupted the previous one.
     (out_dir / "metrics.json").unlink(missing_ok=True)
     predictions = predicted.frame.assign(prob=predicted.mean)[PREDICTION_COLUMNS]
+    if not source.is_ensemble and not np.isnan(predicted.view_weights).all():
+        # a study-level model: which views it trusted (see mura_lib.models.study)
+        predictions = predictions.assign(view_weight=predicted.view_weights[:, 0])
     pred_path = write_predictions(predictions, out_dir / "predictions.csv")
     report = evaluation_report(pred_path, threshold=threshold, n_boot=n_boot, seed=seed)
     if source.is_ensemble:

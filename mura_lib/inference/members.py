@@ -18,6 +18,7 @@ import torch
 
 from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import build_cache
+from mura_lib.data.study_batches import StudyBatchLoader
 from mura_lib.device import resolve_device
 from mura_lib.errors import ConfigError, MuraError
 from mura_lib.evaluation.predictions import canonical_prob, read_predictions
@@ -27,10 +28,11 @@ from mura_lib.inference.engine import (
     CheckpointNormalizer,
     check_tta,
     predict_probs,
+    predict_study_probs,
     usable_checkpoint,
 )
 from mura_lib.inference.ensemble import ModelSource, expand_members, read_manifest, write_manifest
-from mura_lib.models.build import model_from_checkpoint
+from mura_lib.models.build import model_from_checkpoint, study_head_of
 from mura_lib.progress import resolve_mode
 
 
@@ -45,6 +47,9 @@ class MemberPredictions:
     frame: pd.DataFrame
     probs: np.ndarray  # (n_rows, n_members)
     skipped: list[str]
+    # (n_rows, n_members): each view's weight in its study for study-level members, NaN for
+    # image-level ones (whose study score is the plain mean of the views)
+    view_weights: np.ndarray | None = None
 
     @property
     def mean(self) -> np.ndarray:
@@ -68,7 +73,7 @@ def predict_rows(
     dev = resolve_device(device)
     mode = resolve_mode(progress)
     caches: dict[tuple[int, str], object] = {}
-    columns, frame, skipped = [], None, []
+    columns, view_weights, frame, skipped = [], [], None, []
     for k, ckpt in enumerate(source.checkpoints):
         key = (int(ckpt["image_size"]), str(ckpt["resize"]))
         if key not in caches:
@@ -91,19 +96,31 @@ def predict_rows(
         model = model_from_checkpoint(ckpt).to(dev)
         if dev.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        loader = BatchLoader.from_cache(cache, batch_size, device=dev, shuffle=False)
-        probs = predict_probs(
-            model,
-            loader,
-            CheckpointNormalizer(ckpt),
+        run = dict(
             channels_last=dev.type == "cuda",
             tta=tta,
             progress=mode,
             desc=desc if len(source.checkpoints) == 1 else f"{desc} (member {k + 1})",
         )
+        weights = np.full(len(cache.frame), np.nan)
+        if study_head_of(ckpt) == "none":
+            loader = BatchLoader.from_cache(cache, batch_size, device=dev, shuffle=False)
+            probs = predict_probs(model, loader, CheckpointNormalizer(ckpt), **run)
+        else:  # every view of a study carries the study's probability (see fit's _validate)
+            max_views = int(ckpt["train_args"].get("study_max_views", batch_size))
+            loader = StudyBatchLoader.from_cache(
+                cache, max(max_views, batch_size), device=dev, shuffle=False, labels=None
+            )
+            study_probs, weights = predict_study_probs(
+                model, loader, CheckpointNormalizer(ckpt), **run
+            )
+            probs = study_probs[loader.row_study]
         columns.append(canonical_prob(probs))
+        view_weights.append(weights)
         del model, loader
-    return MemberPredictions(frame, np.stack(columns, axis=1), skipped)
+    return MemberPredictions(
+        frame, np.stack(columns, axis=1), skipped, np.stack(view_weights, axis=1)
+    )
 
 
 def shared_validation_rows(source: ModelSource, frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Predict new images and study folders with a checkpoint or an ensemble: `mura predict`.
 
 A study folder is one forward pass of its views per member; its probability is the mean over
-its views (the paper's rule) and its label uses the source's threshold.
+its views (the paper's rule) for an image-level model, the pooling head's for a study-level
+one (which also reports each view's weight), and its label uses the source's threshold.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from mura_lib.inference.engine import (
     CheckpointNormalizer,
     check_tta,
     forward_probs,
+    forward_study,
     to_model_input,
 )
 from mura_lib.inference.ensemble import load_source
-from mura_lib.models.build import model_from_checkpoint
+from mura_lib.models.build import model_from_checkpoint, study_head_of
 from mura_lib.models.cam import cam_overlay, class_activation_maps
 
 
@@ -94,29 +96,39 @@ def predict_paths(
     threshold = float(source.threshold)
     results = []
     for name, views in _expand(paths):  # one study (at most a dozen views) per forward pass
-        member_probs = []
+        member_study, member_views, member_weights = [], [], []
         for k, (model, ckpt) in enumerate(zip(models, source.checkpoints, strict=True)):
             arrays = [load_image(v, ckpt["image_size"], ckpt["resize"])[0] for v in views]
             x = torch.from_numpy(np.stack(arrays)[:, None]).to(dev)
             x = to_model_input(CheckpointNormalizer(ckpt)(x), dev.type == "cuda")
+            study_level = study_head_of(ckpt) != "none"
+            backbone = model.backbone if study_level else model  # the view classifier
             if cam_dir is not None and k == 0:
-                cams, _ = class_activation_maps(model, x)
+                cams, _ = class_activation_maps(backbone, x)
                 _write_cams(Path(cam_dir), views, arrays, cams.cpu().numpy())
-            member_probs.append(forward_probs(model, x, tta=tta).cpu().numpy())
-        view_probs = np.mean(np.stack(member_probs).astype(np.float64), axis=0)
-        prob = float(view_probs.mean())
-        results.append(
-            {
-                "input": name,
-                "n_views": len(views),
-                "prob": round(prob, 6),
-                "prediction": "abnormal" if prob >= threshold else "normal",
-                "threshold": threshold,
-                "view_probs": [round(float(p), 6) for p in view_probs],
-                "tta": tta,
-                "n_members": len(models),
-            }
-        )
+            view_probs = forward_probs(backbone, x, tta=tta).cpu().numpy().astype(np.float64)
+            member_views.append(view_probs)
+            if study_level:  # the head's score of the study, and each view's share in it
+                one_study = torch.zeros(len(views), dtype=torch.int64, device=dev)
+                prob, weights = forward_study(model, x, one_study, 1, tta=tta)
+                member_study.append(float(prob[0]))
+                member_weights.append(weights.cpu().numpy().astype(np.float64))
+            else:  # the paper's rule: the mean over the views
+                member_study.append(float(view_probs.mean()))
+        prob = float(np.mean(member_study))
+        result = {
+            "input": name,
+            "n_views": len(views),
+            "prob": round(prob, 6),
+            "prediction": "abnormal" if prob >= threshold else "normal",
+            "threshold": threshold,
+            "view_probs": [round(float(p), 6) for p in np.mean(member_views, axis=0)],
+            "tta": tta,
+            "n_members": len(models),
+        }
+        if member_weights:  # study-level members: their mean view weights, in view order
+            result["view_weights"] = [round(float(w), 6) for w in np.mean(member_weights, 0)]
+        results.append(result)
     return results
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 from mura_lib.errors import ConfigError
 from mura_lib.models.checkpoint import load_checkpoint  # checkpoint.py imports nothing of ours
 from mura_lib.models.small_cnn import SmallCNN
+from mura_lib.models.study import STUDY_HEADS, StudyModel
 
 # Architectures of this project, beside torchvision's (built without pretrained weights).
 PROJECT_ARCHS = {"small_cnn": SmallCNN}
@@ -92,8 +93,42 @@ def build_model(
                 f"{ckpt['model_args']['in_chans']} input channel(s), not a {arch} with "
                 f"{in_chans}: pass --arch {ckpt['model_args']['arch']}"
             )
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(backbone_state(ckpt))
     set_trainable(model, resolve_trainable(arch, weights, trainable))
+    return model
+
+
+def study_head_of(ckpt: dict[str, Any]) -> str:
+    """The pooling head of a checkpoint's model; "none" for an image-level model."""
+    return ckpt["model_args"].get("study_head", "none")
+
+
+def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The image-level weights of a checkpoint: its model, or a study model's backbone."""
+    if study_head_of(ckpt) == "none":
+        return ckpt["model"]
+    prefix = "backbone."
+    return {k[len(prefix) :]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+
+
+def build_study_model(
+    arch: str, weights: str, head: str, *, trainable: str | Sequence[str] = "auto"
+) -> nn.Module:
+    """``build_model``'s classifier, under a study-level pooling head unless ``head`` is "none".
+
+    Started from a checkpoint of ours, the backbone takes its image-level weights (a study
+    model's backbone too); a study model of the same head also passes on its attention layers.
+    """
+    if head not in STUDY_HEADS:
+        raise ConfigError(f"study_head={head!r}: use one of {STUDY_HEADS}")
+    backbone = build_model(arch, weights, trainable=trainable)
+    if head == "none":
+        return backbone
+    model = StudyModel(backbone, head)
+    if weights not in ("none", "imagenet") and model.attention is not None:
+        ckpt = load_checkpoint(weights)
+        if study_head_of(ckpt) == head:
+            model.load_state_dict(ckpt["model"])
     return model
 
 
@@ -101,6 +136,8 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     """Rebuild the model described by ``ckpt`` and load its weights (eval mode, on CPU)."""
     args = ckpt["model_args"]
     model = build_model(args["arch"], "none", trainable="all", in_chans=args["in_chans"])
+    if study_head_of(ckpt) != "none":
+        model = StudyModel(model, study_head_of(ckpt))
     model.load_state_dict(ckpt["model"])
     return model.eval()
 

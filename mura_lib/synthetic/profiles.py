@@ -97,16 +97,23 @@ def scaled_profile(
     return Profile(name, counts, look, max_views=max_views, patients_per_study=patients_per_study)
 
 
-def table1_profile(anatomy: bool = False) -> Profile:
+def table1_profile(anatomy: bool = False, full_size: bool = False) -> Profile:
     """Exactly MURA's Table 1: 14,656 studies, 40,005 images, 11,967 patients.
 
-    Films are 32-pixel placeholders unless `anatomy` (the reader never decodes them).
+    Films are 32-pixel placeholders (the reader never decodes them) unless `anatomy` (small
+    films, 160-288 px) or `full_size`: MURA's size (long side 512 px, each part's spread of
+    aspect ratios, a fifth RGB), for measuring what decoding and training really cost.
     """
     counts = {}
     for part, (tn, ta, ti, vn, va, vi) in TABLE1.items():
         counts[("train", part)] = PartCounts(tn, ta, ti)
         counts[("valid", part)] = PartCounts(vn, va, vi)
-    look = Look((160, 288)) if anatomy else Look((32, 32), anatomy=False)
+    if full_size:
+        look = Look((512, 512), rgb_fraction=0.2, png_optimize=False)
+    elif anatomy:
+        look = Look((160, 288))
+    else:
+        look = Look((32, 32), anatomy=False)
     return Profile("table1", counts, look, patients=dict(TABLE1_PATIENTS))
 
 
@@ -121,12 +128,16 @@ PROFILES = {
 }
 
 
-def get_profile(profile: str | Profile, anatomy: bool | None = None) -> Profile:
+def get_profile(
+    profile: str | Profile, anatomy: bool | None = None, full_size: bool = False
+) -> Profile:
     """Resolve a profile name ("sample", "table1") or pass a :class:`Profile` through."""
     if isinstance(profile, Profile):
         return profile
     if profile == "table1":
-        return table1_profile(bool(anatomy))
+        return table1_profile(bool(anatomy), full_size)
+    if full_size:
+        raise ConfigError("full_size (--full-size) applies to the table1 profile only")
     if profile not in PROFILES:
         raise ConfigError(
             f"unknown synthetic profile {profile!r}: choose one of "

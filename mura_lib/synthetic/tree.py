@@ -56,10 +56,10 @@ def study_dir(spec: StudySpec) -> str:
     )
 
 
-def _save_png(pixels: np.ndarray, mode: str, path: Path) -> None:
+def _save_png(pixels: np.ndarray, mode: str, path: Path, optimize: bool) -> None:
     # RGB files hold the grey image three times, as some MURA files do.
     data = np.repeat(pixels[:, :, None], 3, axis=2) if mode == "RGB" else pixels
-    Image.fromarray(data, mode).save(path, optimize=True)
+    Image.fromarray(data, mode).save(path, optimize=optimize)
 
 
 def _truth_row(rel_path: str, label: int, v: View) -> list[str]:
@@ -86,7 +86,7 @@ def _write_studies(specs: list[StudySpec], tmp: Path, seed: int, look: Look) -> 
         folder = tmp / rel_dir.removeprefix(ROOT_NAME + "/")
         folder.mkdir(parents=True, exist_ok=True)
         for i, view in enumerate(render_study(spec, seed, look), start=1):
-            _save_png(view.pixels, view.mode, folder / f"image{i}.png")
+            _save_png(view.pixels, view.mode, folder / f"image{i}.png", look.png_optimize)
             rows.append(_truth_row(f"{rel_dir}image{i}.png", spec.label, view))
     return rows
 
@@ -158,6 +158,7 @@ def write_mura_tree(
     n_jobs: int = 2,
     overwrite: bool = False,
     anatomy: bool | None = None,
+    full_size: bool = False,
 ) -> Path:
     """Write a synthetic tree in the MURA-v1.1 layout and return its ``MURA-v1.1`` folder.
 
@@ -169,12 +170,14 @@ def write_mura_tree(
         n_jobs: joblib workers (-1: all cores).
         overwrite: replace an existing non-empty ``MURA-v1.1`` (atomically) instead of failing.
         anatomy: for "table1", draw real anatomy instead of 32-pixel placeholder films.
+        full_size: for "table1", MURA-sized films with anatomy (long side 512 px).
 
     Raises:
         MuraError: the destination exists and `overwrite` is False.
         ConfigError: unknown profile name or impossible counts.
     """
-    return _write_tree(Path(out_dir), get_profile(profile, anatomy), seed, n_jobs, overwrite)
+    resolved = get_profile(profile, anatomy, full_size)
+    return _write_tree(Path(out_dir), resolved, seed, n_jobs, overwrite)
 
 
 def benchmark_profile(n_images: int) -> Profile:

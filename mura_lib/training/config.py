@@ -41,6 +41,8 @@ class TrainConfig:
     keep_top_k: int = 0  # keep the k best epochs as an ensemble (OUT/ensemble.json); 0: off
     top_k_by: str = "val_loss"  # rank them by val_loss (the paper) | select_metric
     val_fraction: float = 0.2  # share of official-train studies held out for selection
+    study_head: str = "none"  # none (image-level) | mean | max | attention (study-level)
+    study_max_views: int = 32  # study-level: views per batch and process (>= largest study)
     hflip: bool = True  # augmentation: random lateral flip
     rotate_degrees: float = 30.0  # the paper: up to 30 degrees
     scale_min: float = 0.9  # random zoom range
@@ -61,6 +63,8 @@ class TrainConfig:
         metric_mode(self.select_metric)
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 16 or self.lr <= 0:
             raise ConfigError("epochs and batch_size must be >= 1, image_size >= 16, lr > 0")
+        if self.study_max_views < 1:
+            raise ConfigError(f"study_max_views={self.study_max_views}: use at least 11 on MURA")
         if self.keep_top_k < 0:
             raise ConfigError(f"keep_top_k={self.keep_top_k}: use 0 (off) or a number of epochs")
         # Checked here, before any image is decoded, rather than where each is first used.
@@ -69,6 +73,7 @@ class TrainConfig:
             "threshold_rule": ("max_kappa", "youden", "fixed"),
             "resize": ("letterbox", "stretch"),
             "top_k_by": ("val_loss", "select_metric"),
+            "study_head": ("none", "mean", "max", "attention"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

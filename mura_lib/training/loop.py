@@ -12,6 +12,7 @@ from torch import nn
 
 from mura_lib.data.augment import Augmenter
 from mura_lib.data.batches import BatchLoader
+from mura_lib.data.study_batches import StudyBatch, StudyBatchLoader
 from mura_lib.inference.engine import autocast, to_model_input
 from mura_lib.models.build import freeze_batchnorm_stats
 from mura_lib.progress import track
@@ -20,7 +21,7 @@ from mura_lib.training.losses import weighted_bce
 
 def train_one_epoch(
     model: nn.Module,
-    loader: BatchLoader,
+    loader: BatchLoader | StudyBatchLoader,
     augmenter: Augmenter,
     optimizer: torch.optim.Optimizer,
     epoch: int,
@@ -32,7 +33,8 @@ def train_one_epoch(
     """Train for one epoch; return the mean (weighted) loss over batches.
 
     All randomness of the epoch (batch order, augmentation, dropout) is seeded from
-    ``(seed, epoch)``, so a run resumed at this epoch repeats it exactly.
+    ``(seed, epoch)``, so a run resumed at this epoch repeats it exactly. A study loader
+    trains a study-level model: one logit, one label and one loss weight per study.
     """
     model.train()
     freeze_batchnorm_stats(model)
@@ -42,8 +44,12 @@ def train_one_epoch(
     for batch in track(loader.epoch(epoch), progress, len(loader), f"epoch {epoch + 1}"):
         x = to_model_input(augmenter(batch.images), channels_last)
         with autocast(device, amp):
-            logits = model(x).squeeze(1)
-        loss = weighted_bce(logits, batch.labels, batch.extra["weight"])
+            if isinstance(batch, StudyBatch):
+                logits = model(x, batch.study_index, batch.n_studies)
+            else:
+                logits = model(x).squeeze(1)
+        weights = batch.weights if isinstance(batch, StudyBatch) else batch.extra["weight"]
+        loss = weighted_bce(logits, batch.labels, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -31,16 +31,17 @@ from mura_lib.data import read_mura, split_by_patient
 from mura_lib.data.augment import Augmenter
 from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import build_cache
+from mura_lib.data.study_batches import StudyBatchLoader
 from mura_lib.disk import write_text_atomic
 from mura_lib.errors import ConfigError
 from mura_lib.evaluation.metrics import binary_metrics
 from mura_lib.evaluation.predictions import write_predictions
 from mura_lib.evaluation.studies import study_scores
 from mura_lib.evaluation.thresholds import choose_threshold
-from mura_lib.inference.engine import predict_probs
+from mura_lib.inference.engine import predict_probs, predict_study_probs
 from mura_lib.locks import exclusive_lock
 from mura_lib.models.build import (
-    build_model,
+    build_study_model,
     count_parameters,
     resolve_trainable,
 )
@@ -166,22 +167,39 @@ def _fit(
         name: image_loss_weights(train_cache.frame, cache.frame, config.loss_weighting)
         for name, cache in (("train", train_cache), ("val", val_cache))
     }
-    train_loader = BatchLoader.from_cache(
-        train_cache,
-        config.batch_size,
-        device=device,
-        shuffle=True,
-        seed=config.seed,
-        extra={"weight": weights["train"]},
-        **shard,
-    )
-    val_loader = BatchLoader.from_cache(
-        val_cache, 2 * config.batch_size, device=device, shuffle=False, **shard
-    )
+    study_level = config.study_head != "none"
+    if study_level:  # whole studies, at most study_max_views views a batch and process
+        train_loader = StudyBatchLoader.from_cache(
+            train_cache,
+            config.study_max_views,
+            device=device,
+            shuffle=True,
+            seed=config.seed,
+            weights=weights["train"],
+            **shard,
+        )
+        val_loader = StudyBatchLoader.from_cache(
+            val_cache, 2 * config.study_max_views, device=device, shuffle=False, **shard
+        )
+    else:
+        train_loader = BatchLoader.from_cache(
+            train_cache,
+            config.batch_size,
+            device=device,
+            shuffle=True,
+            seed=config.seed,
+            extra={"weight": weights["train"]},
+            **shard,
+        )
+        val_loader = BatchLoader.from_cache(
+            val_cache, 2 * config.batch_size, device=device, shuffle=False, **shard
+        )
     augmenter = Augmenter(config.augment_config(), seed=config.seed, **shard)
 
     seed_everything(config.seed)
-    model = build_model(config.arch, config.weights, trainable=config.trainable).to(device)
+    model = build_study_model(
+        config.arch, config.weights, config.study_head, trainable=config.trainable
+    ).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     trained = wrap_for_ddp(model, ctx, device, config.sync_batchnorm, log)
@@ -219,6 +237,7 @@ def _fit(
             "in_chans": 1,
             "init_weights": config.weights,
             "trainable": resolve_trainable(config.arch, config.weights, config.trainable),
+            "study_head": config.study_head,
         },
         "image_size": config.image_size,
         "resize": config.resize,
@@ -250,12 +269,8 @@ def _fit(
         train_loss = mean_over_ranks(ctx, train_loss)
         # Validation: each rank its shard, the plain model (no gradient sync), then all rows
         # on every rank, so that every rank takes the same decisions below.
-        shard_probs = predict_probs(
-            model, val_loader, augmenter, progress=progress, desc="val", **amp_kw
-        )
-        rows = val_loader.rows()
-        probs = gather_rows(ctx, rows, shard_probs[rows], len(val_cache.frame))
-        val = _validation_metrics(val_cache.frame, probs, weights["val"])
+        probs, view_weights = _validate(model, val_loader, augmenter, ctx, progress, amp_kw)
+        val = _validation_metrics(val_cache.frame, probs, weights["val"], study_level)
         seconds = time.perf_counter() - started
         value = val[config.select_metric]
         if value is None:  # e.g. AUROC undefined: count as no improvement
@@ -282,6 +297,8 @@ def _fit(
             "metrics": val,
         }
         predictions = val_cache.frame.assign(prob=probs)
+        if view_weights is not None:
+            predictions = predictions.assign(view_weight=view_weights)
         rank_score = val["val_loss"] if config.top_k_by == "val_loss" else val[config.select_metric]
         enters, _ = top_k.offer(epoch, rank_score)
         if improved or enters:
@@ -367,11 +384,49 @@ def _previous_run(
     return previous
 
 
-def _validation_metrics(frame: pd.DataFrame, probs: np.ndarray, weights: np.ndarray) -> dict:
-    """Validation loss (same weighting as training) and study metrics at the paper's 0.5."""
+def _validate(
+    model: torch.nn.Module,
+    loader: BatchLoader | StudyBatchLoader,
+    augmenter: Augmenter,
+    ctx: Distributed,
+    progress: str,
+    amp_kw: dict,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every validation row's probability on every rank, and for a study-level model each
+    row's view weight (None for an image-level one).
+
+    Each rank predicts its shard with the plain model (no gradient sync) and the shards are
+    gathered, so that every rank takes the same decisions. A study-level model gives every
+    view of a study the study's probability, so that study scores (the mean over views) are
+    the model's own and every evaluation function applies unchanged.
+    """
+    if isinstance(loader, BatchLoader):
+        shard = predict_probs(model, loader, augmenter, progress=progress, desc="val", **amp_kw)
+        rows = loader.rows()
+        return gather_rows(ctx, rows, shard[rows], len(loader.images)), None
+    study_probs, view_weights = predict_study_probs(
+        model, loader, augmenter, progress=progress, desc="val", **amp_kw
+    )
+    studies = loader.study_numbers()
+    rows = np.concatenate([loader.studies[s] for s in studies]) if len(studies) else studies
+    study_probs = gather_rows(ctx, studies, study_probs[studies], loader.n_studies)
+    view_weights = gather_rows(ctx, rows, view_weights[rows], len(loader.images))
+    return study_probs[loader.row_study], view_weights
+
+
+def _validation_metrics(
+    frame: pd.DataFrame, probs: np.ndarray, weights: np.ndarray, study_level: bool = False
+) -> dict:
+    """Validation loss (same weighting as training) and study metrics at the paper's 0.5.
+
+    The loss is over images, or over studies for a study-level model (its training loss).
+    """
     y = frame["label"].to_numpy()
     p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
-    loss = float(np.mean(weights * -(y * np.log(p) + (1 - y) * np.log(1 - p))))
+    terms = weights * -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    if study_level:  # one term per study: that of its first view (all views share it)
+        terms = terms[~frame["study_id"].duplicated().to_numpy()]
+    loss = float(np.mean(terms))
     studies = study_scores(frame.assign(prob=probs))
     m = binary_metrics(studies["label"].to_numpy(), studies["prob"].to_numpy(), 0.5)
     return {
