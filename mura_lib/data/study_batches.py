@@ -51,10 +51,9 @@ def study_numbers_of_rows(frame: pd.DataFrame) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def study_rows(frame: pd.DataFrame) -> list[np.ndarray]:
-    """The rows of each study of ``frame``, studies numbered as by
-    :func:`study_numbers_of_rows`, views in frame order (the index frame is sorted by view)."""
-    codes = study_numbers_of_rows(frame)
+def study_rows(codes: np.ndarray) -> list[np.ndarray]:
+    """The rows of each study, given each row's study number (:func:`study_numbers_of_rows`),
+    views in frame order (the index frame is sorted by view)."""
     order = np.argsort(codes, kind="stable")
     bounds = np.flatnonzero(np.diff(codes[order])) + 1
     return np.split(order, bounds) if len(order) else []
@@ -110,8 +109,8 @@ class StudyBatchLoader:
     ) -> None:
         if len(frame) != len(images):
             raise ValueError(f"the frame has {len(frame)} rows but the images {len(images)}")
-        self.studies = study_rows(frame)
         self.row_study = study_numbers_of_rows(frame)  # (N,): each row's study number
+        self.studies = study_rows(self.row_study)
         self.sizes = np.array([len(rows) for rows in self.studies])
         largest = int(self.sizes.max(initial=0))
         if max_views < largest:

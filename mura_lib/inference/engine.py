@@ -89,18 +89,19 @@ def forward_study(
     *,
     tta: str = "none",
     amp: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Study probabilities (n_studies,) and view weights (V,) of a study-level model for the
-    model-ready views ``x`` of whole studies (``study_index``: each view's study), both
-    averaged over ``tta``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Study probabilities (n_studies,), view weights (V,) and the views' own probabilities
+    (V,, from the backbone's classifier) of a study-level model for the model-ready views
+    ``x`` of whole studies (``study_index``: each view's study), all averaged over ``tta``."""
     copies = [x, x.flip(-1)] if tta == "flip" else [x]
-    probs, weights = [], []
+    probs, weights, view_probs = [], [], []
     for copy in copies:
         with autocast(x.device, amp):
             logits = model(copy, study_index, n_studies)
         probs.append(torch.sigmoid(logits.float()))
         weights.append(model.view_weights)
-    return torch.stack(probs).mean(0), torch.stack(weights).mean(0)
+        view_probs.append(torch.sigmoid(model.view_logits))
+    return tuple(torch.stack(values).mean(0) for values in (probs, weights, view_probs))
 
 
 @torch.inference_mode()
@@ -125,7 +126,7 @@ def predict_study_probs(
     weights = torch.full((len(loader.images),), float("nan"), dtype=torch.float32, device=device)
     for batch in track(loader.epoch(0), progress, len(loader), desc):
         x = to_model_input(augmenter(batch.images, train=False), channels_last)
-        study_probs, view_weights = forward_study(
+        study_probs, view_weights, _ = forward_study(
             model, x, batch.study_index, batch.n_studies, tta=tta, amp=amp
         )
         probs[torch.from_numpy(batch.studies).to(device)] = study_probs

@@ -106,15 +106,16 @@ def predict_paths(
             if cam_dir is not None and k == 0:
                 cams, _ = class_activation_maps(backbone, x)
                 _write_cams(Path(cam_dir), views, arrays, cams.cpu().numpy())
-            view_probs = forward_probs(backbone, x, tta=tta).cpu().numpy().astype(np.float64)
-            member_views.append(view_probs)
             if study_level:  # the head's score of the study, and each view's share in it
                 one_study = torch.zeros(len(views), dtype=torch.int64, device=dev)
-                prob, weights = forward_study(model, x, one_study, 1, tta=tta)
-                member_study.append(float(prob[0]))
+                study_prob, weights, view_probs = forward_study(model, x, one_study, 1, tta=tta)
                 member_weights.append(weights.cpu().numpy().astype(np.float64))
-            else:  # the paper's rule: the mean over the views
-                member_study.append(float(view_probs.mean()))
+            else:
+                view_probs = forward_probs(model, x, tta=tta)
+            member_views.append(view_probs.cpu().numpy().astype(np.float64))
+            # the paper's rule for an image-level model: the mean over the views
+            mean_of_views = float(member_views[-1].mean())
+            member_study.append(float(study_prob[0]) if study_level else mean_of_views)
         prob = float(np.mean(member_study))
         result = {
             "input": name,
