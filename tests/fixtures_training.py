@@ -117,3 +117,37 @@ def trained_run(
     with torch_threads(1):  # session-scoped: set up before any module's one_torch_thread
         summary = fit(tiny_tree, out, tiny_config, progress="none")
     return out, summary
+
+
+def write_planted_tree(
+    parent: Path, n_train: int = 30, n_valid: int = 10, height: int = 40, seed: int = 0
+) -> tuple[Path, dict[str, int]]:
+    """Write ``parent/MURA-v1.1`` of 3-4-view studies whose finding is on *one* view only.
+
+    As :func:`write_learnable_tree`, but an abnormal study's bright square is planted on a
+    single view chosen at random; its other views are as clean as a normal study's. This is
+    MURA's hard case (an abnormal study whose finding most views do not show) made easy to
+    check. Returns the tree and {study folder relative to it: planted view number}.
+    """
+    rng = np.random.default_rng(seed)
+    root = parent / "MURA-v1.1"
+    planted: dict[str, int] = {}
+    for split, n, first_patient in (("train", n_train, 1), ("valid", n_valid, 11185)):
+        for p, part in enumerate(PARTS):
+            for i in range(n):
+                patient = first_patient + p * n + i
+                label = i % 2
+                suffix = "positive" if label else "negative"
+                rel = f"{split}/XR_{part}/patient{patient:05d}/study1_{suffix}"
+                (root / rel).mkdir(parents=True)
+                n_views = int(rng.integers(3, 5))
+                hit = int(rng.integers(1, n_views + 1))
+                if label:
+                    planted[rel] = hit
+                for view in range(1, n_views + 1):
+                    image = rng.integers(0, 60, (height, height), dtype=np.uint8)
+                    if label and view == hit:
+                        y, x = rng.integers(4, height - 16, 2)
+                        image[y : y + 12, x : x + 12] = 255
+                    Image.fromarray(image).save(root / rel / f"image{view}.png")
+    return root, planted

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fixtures_training import write_planted_tree
 
 from mura_lib.data.study_batches import StudyBatchLoader, pack
 from mura_lib.errors import ConfigError
@@ -212,3 +213,40 @@ def test_a_study_model_starts_from_an_image_level_checkpoint(trained_run):
     model = build_study_model("resnet18", str(out / "best.pt"), "attention")
     image = load_checkpoint(out / "best.pt")["model"]
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in image.items())
+
+
+def test_a_planted_finding_on_one_view_draws_the_attention_to_that_view(tmp_path, tiny_config):
+    """Abnormal studies of 3-4 views with the finding on one view only: after a short
+    training from scratch the attention head puts most of each study's weight on that view
+    (the untrained head spreads it about evenly: 1/3-1/4 a view)."""
+    root, planted = write_planted_tree(tmp_path)
+    config = replace(
+        tiny_config,
+        arch="small_cnn",
+        epochs=6,
+        lr=3e-3,
+        study_head="attention",
+        study_max_views=16,
+        select_metric="val_loss",
+        keep_top_k=0,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    fit(root, tmp_path / "run", config, progress="none")
+    evaluate_checkpoint(
+        tmp_path / "run" / "best.pt",
+        root,
+        tmp_path / "eval",
+        device="cpu",
+        n_boot=10,
+        progress="none",
+    )
+    predictions = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    folder = predictions["rel_path"].str.split("/", n=1).str[1].str.rsplit("/", n=1).str[0]
+    view = predictions["rel_path"].str.extract(r"image(\d+)\.png$")[0].astype(int)
+    tested = [rel for rel in planted if rel.startswith("valid/")]
+    assert len(tested) == 15
+    for rel in tested:
+        weights = predictions.loc[folder == rel, "view_weight"].to_numpy()
+        on_planted = weights[(view[folder == rel] == planted[rel]).to_numpy()]
+        assert weights.argmax() == planted[rel] - 1, (rel, weights)
+        assert on_planted.item() > 0.8, (rel, weights)
