@@ -151,3 +151,9 @@ def write_planted_tree(
                         image[y : y + 12, x : x + 12] = 255
                     Image.fromarray(image).save(root / rel / f"image{view}.png")
     return root, planted
+
+
+@pytest.fixture
+def planted_tree(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    """:func:`write_planted_tree` under the test's tmp_path: (tree, {study: planted view})."""
+    return write_planted_tree(tmp_path)

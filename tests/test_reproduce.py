@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 
 from mura_lib.config import NOTEBOOKS_DIR, PROJ_ROOT, SAMPLE_ROOT
@@ -83,7 +85,8 @@ def test_every_metrics_json_names_published_models_only(smoke_run):
     """The variants' metrics.json (ensemble members, TTA) too: no path into a staging folder."""
     root, results = smoke_run
     files = sorted(results.rglob("metrics.json"))
-    assert len(files) == 4  # single, single + flip, ensemble, ensemble + flip (keep_top_k 2)
+    # single, single + flip, ensemble, ensemble + flip (keep_top_k 2), study attention
+    assert len(files) == 5
     for path in files:
         assert ".staging-" not in path.read_text(), path
     ensemble = json.loads((results / "variants" / "ensemble" / "metrics.json").read_text())
@@ -97,13 +100,34 @@ def test_metrics_json_holds_the_paired_comparison(smoke_run):
     _, results = smoke_run
     comparison = json.loads((results / "metrics.json").read_text())["comparison"]
     assert comparison["reference"] == "single"
-    assert set(comparison["variants"]) == {"single + flip", "ensemble", "ensemble + flip"}
+    assert set(comparison["variants"]) == {
+        "single + flip",
+        "ensemble",
+        "ensemble + flip",
+        "study attention",
+    }
     for name, variant in comparison["variants"].items():
         assert (results / variant["folder"] / "predictions.csv").is_file()
         overall = variant["result"]["study"]["overall"]
         assert {"a", "b", "diff", "ci"} <= set(overall["kappa"]), name
         assert "delong_p" in overall["auroc"], name
     assert (results / "figures" / "03_paired_differences.png").is_file()
+
+
+@needs_sample
+def test_the_study_heads_are_trained_published_and_shown(smoke_run):
+    """Notebook 02 fine-tunes the smoke profile's attention head into study/attention/ of the
+    published models; notebook 03 draws the attention head's errors with their weights."""
+    root, results = smoke_run
+    head = root / "models" / "smoke" / "study" / "attention" / "best.pt"
+    assert head.is_file()
+    summary = json.loads((results / "train_summary.json").read_text())
+    assert [row["head"] for row in summary["study_heads"]] == ["attention"]
+    variant = json.loads((results / "variants" / "study_attention" / "metrics.json").read_text())
+    assert variant["checkpoint"] == str(head.resolve())
+    predictions = pd.read_csv(results / "variants" / "study_attention" / "predictions.csv")
+    assert np.allclose(predictions.groupby("study_id")["view_weight"].sum(), 1, atol=1e-5)
+    assert list((results / "figures").glob("03_attention_*.png"))
 
 
 @needs_sample

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures_training import write_planted_tree
 
 from mura_lib.data.study_batches import StudyBatchLoader, pack
 from mura_lib.errors import ConfigError
@@ -17,6 +18,15 @@ from mura_lib.inference.predict import predict_paths
 from mura_lib.models.build import build_model, build_study_model, model_from_checkpoint
 from mura_lib.models.checkpoint import load_checkpoint
 from mura_lib.models.study import StudyModel, segment_max, segment_softmax, segment_sum
+from mura_lib.reports import model_comparison
+from mura_lib.training.config import TrainConfig
+from mura_lib.training.study_heads import (
+    fit_study_heads,
+    parse_heads,
+    study_checkpoints,
+    study_head_config,
+    study_heads_table,
+)
 from mura_lib.training.train import fit
 
 pytest_plugins = ["fixtures_training"]
@@ -215,11 +225,13 @@ def test_a_study_model_starts_from_an_image_level_checkpoint(trained_run):
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in image.items())
 
 
-def test_a_planted_finding_on_one_view_draws_the_attention_to_that_view(tmp_path, tiny_config):
+def test_a_planted_finding_on_one_view_draws_the_attention_to_that_view(
+    tmp_path, tiny_config, planted_tree
+):
     """Abnormal studies of 3-4 views with the finding on one view only: after a short
     training from scratch the attention head puts most of each study's weight on that view
     (the untrained head spreads it about evenly: 1/3-1/4 a view)."""
-    root, planted = write_planted_tree(tmp_path)
+    root, planted = planted_tree
     config = replace(
         tiny_config,
         arch="small_cnn",
@@ -250,3 +262,43 @@ def test_a_planted_finding_on_one_view_draws_the_attention_to_that_view(tmp_path
         on_planted = weights[(view[folder == rel] == planted[rel]).to_numpy()]
         assert weights.argmax() == planted[rel] - 1, (rel, weights)
         assert on_planted.item() > 0.8, (rel, weights)
+
+
+def test_study_heads_parse_and_refuse_unknown_names():
+    assert parse_heads(" mean, attention ") == ["mean", "attention"]
+    assert parse_heads("") == []
+    with pytest.raises(ConfigError, match="none is not a study-level head"):
+        parse_heads("mean,none")
+    with pytest.raises(ConfigError, match="avg"):
+        parse_heads("avg")
+
+
+def test_a_head_trains_the_layers_the_image_level_run_trained(tiny_config):
+    scratch = study_head_config(tiny_config, Path("run/best.pt"), "max", 2, 1e-4)
+    assert (scratch.trainable, scratch.weights, scratch.study_head) == ("all", "run/best.pt", "max")
+    assert (scratch.epochs, scratch.lr, scratch.keep_top_k) == (2, 1e-4, 0)
+    pretrained = replace(tiny_config, weights="imagenet", trainable="auto")
+    assert study_head_config(pretrained, Path("b.pt"), "mean", 1, 1e-5).trainable == (
+        "layer2,layer3,layer4,fc"
+    )
+
+
+def test_study_heads_fine_tune_from_the_image_level_checkpoint(tmp_path, tiny_tree, trained_run):
+    run, _ = trained_run
+    models = tmp_path / "models"
+    models.mkdir()
+    with pytest.raises(ConfigError, match="no image-level checkpoint"):
+        fit_study_heads(tiny_tree, models, TrainConfig(), ["mean"], epochs=1, lr=1e-4)
+    shutil.copy(run / "best.pt", models / "best.pt")
+    config = load_checkpoint(run / "best.pt")["train_args"]
+    summaries = fit_study_heads(
+        tiny_tree, models, TrainConfig(**config), ["mean"], epochs=1, lr=1e-4
+    )
+    assert set(summaries) == {"mean"} and summaries["mean"]["epochs_run"] == 1
+    assert study_checkpoints(models) == {"mean": models / "study" / "mean" / "best.pt"}
+    assert (
+        load_checkpoint(models / "study" / "mean" / "best.pt")["model_args"]["study_head"] == "mean"
+    )
+    found = model_comparison.variants(models / "best.pt", None, study_checkpoints(models))
+    assert found["study mean"] == (models / "study" / "mean" / "best.pt", "none")
+    assert study_heads_table(summaries).loc["mean", "epochs_run"] == 1

@@ -1,4 +1,5 @@
-"""Class activation maps of a study, view by view: where the model saw the evidence."""
+"""Class activation maps of a study, view by view: where the model saw the evidence, and (for a
+study-level model) how much weight its pooling head gave each view."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from mura_lib.models.cam import cam_overlay, class_activation_maps
 def study_cam_figure(
     model: torch.nn.Module, checkpoint: dict, views: pd.DataFrame, max_views: int = 4
 ) -> Figure:
-    """One study: each view (as the model sees it) above its CAM overlay and probability."""
+    """One study: each view (as the model sees it) above its CAM overlay and probability.
+
+    ``model`` is an image-level classifier (a study-level model's ``backbone``: the CAM and
+    probability are then the view's own). A ``view_weight`` column in ``views`` (see
+    :func:`study_views`) is shown in each view's title: the weight the head gave it.
+    """
     views = views.sort_values("view").head(max_views)
     size, resize = checkpoint["image_size"], checkpoint["resize"]
     images = np.stack([load_image(p, size, resize)[0] for p in views["path"]])
@@ -27,7 +33,10 @@ def study_cam_figure(
     fig, axes = plt.subplots(2, len(views), figsize=(2.6 * len(views), 5.4), squeeze=False)
     for k, (image, cam, prob) in enumerate(zip(images, cams.cpu().numpy(), probs, strict=True)):
         axes[0, k].imshow(image, cmap="gray", vmin=0, vmax=255)
-        axes[0, k].set_title(f"view {views['view'].iloc[k]}", fontsize="small")
+        title = f"view {views['view'].iloc[k]}"
+        if "view_weight" in views:
+            title += f", weight {views['view_weight'].iloc[k]:.2f}"
+        axes[0, k].set_title(title, fontsize="small")
         axes[1, k].imshow(cam_overlay(image, cam))
         axes[1, k].set_title(f"CAM, p={prob:.2f}", fontsize="small")
     for ax in axes.flat:
@@ -37,3 +46,15 @@ def study_cam_figure(
     fig.suptitle(f"{first['study_id']} (label: {label})", fontsize="medium")
     fig.tight_layout()
     return fig
+
+
+def study_views(
+    frame: pd.DataFrame, study_id: str, predictions: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The rows of ``frame`` (read_mura) of one study, with the ``view_weight`` of
+    ``predictions`` beside each view when it has one (a study-level model's predictions)."""
+    views = frame[frame["study_id"] == study_id]
+    if predictions is None or "view_weight" not in predictions:
+        return views
+    weights = predictions.loc[predictions["study_id"] == study_id, ["view", "view_weight"]]
+    return views.merge(weights, on="view", how="left")

@@ -1,4 +1,5 @@
-"""Notebook 03's comparison: the single checkpoint, the ensemble, and each with flip TTA.
+"""Notebook 03's comparison: the single checkpoint, the ensemble, each with flip TTA, and the
+study-level heads fine-tuned from the single checkpoint.
 
 Every variant is evaluated on the same test studies as the single checkpoint (the reference)
 by :func:`mura_lib.inference.evaluate.evaluate_checkpoint`, into a folder of its own, and
@@ -19,12 +20,18 @@ from mura_lib.inference.evaluate import evaluate_checkpoint, write_json
 REFERENCE = "single"
 
 
-def variants(checkpoint: Path, ensemble: Path | None) -> dict[str, tuple[Path, str]]:
-    """{name: (checkpoint or manifest, TTA)}; the ensemble's only when its manifest exists."""
+def variants(
+    checkpoint: Path, ensemble: Path | None, study: dict[str, Path] | None = None
+) -> dict[str, tuple[Path, str]]:
+    """{name: (checkpoint or manifest, TTA)}; the ensemble's only when its manifest exists,
+    and a study-level head (``study``: {head: checkpoint}) only when its checkpoint does."""
     found = {REFERENCE: (checkpoint, "none"), "single + flip": (checkpoint, "flip")}
     if ensemble is not None and ensemble.is_file():
         found["ensemble"] = (ensemble, "none")
         found["ensemble + flip"] = (ensemble, "flip")
+    for head, path in (study or {}).items():
+        if path.is_file():
+            found[f"study {head}"] = (path, "none")
     return found
 
 

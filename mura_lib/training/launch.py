@@ -19,6 +19,7 @@ import pandas as pd
 from mura_lib.config import PROJ_ROOT
 from mura_lib.errors import MuraError
 from mura_lib.training.config import TrainConfig
+from mura_lib.training.train import fit
 
 
 def torchrun_argv(
@@ -76,3 +77,20 @@ def fit_with_torchrun(
     summary = json.loads(next(line for line in reversed(lines) if line.startswith('{"out_dir"')))
     summary["history"] = pd.read_csv(Path(out_dir) / "history.csv")
     return summary
+
+
+def fit_on(
+    gpus: int,
+    data_root: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """:func:`fit` in this process, or under torchrun with one process per GPU (``gpus`` > 1)."""
+    if gpus > 1:
+        return fit_with_torchrun(
+            data_root, out_dir, config, gpus, resume=resume, overwrite=overwrite
+        )
+    return fit(data_root, out_dir, config, resume=resume, overwrite=overwrite)
