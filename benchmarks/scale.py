@@ -1,23 +1,40 @@
-"""How the cost of each stage grows with the number of MURA-sized films.
+"""The full-size rehearsal: every stage of the pipeline on MURA's Table 1 in MURA-sized films,
+and how its cost grows with the number of films.
 
-    python benchmarks/scale.py --sizes 5000,10000 --json
-    python benchmarks/scale.py --sizes 1000,2000,4000,8000 --json
+    python benchmarks/scale.py --sizes 5000,10000 --json             # the quick run
+    python benchmarks/scale.py --sizes 5000,10000,20000,40005 --json  # up to all of Table 1
 
-For each size N a tree of N synthetic films of MURA's size (long side 512 px, MURA's spread of
-aspect ratios, about 20 % RGB; ``mura_lib.synthetic.write_benchmark_images``) is generated once
-on all cores under benchmarks/data/ (git-ignored) and reused. Then each stage runs in a fresh
-process, timed, with its peak resident memory (``wait4``'s ``ru_maxrss``):
+The data: ``python -m mura_lib.synthetic --profile table1 --full-size`` writes MURA's exact
+counts (40,005 films, 14,656 studies, 11,967 patients; 36,808 train and 3,197 valid films) with
+MURA's film sizes (long side 512 px, each part's spread of aspect ratios, about 20 % RGB). A
+size N below 40,005 is a subset of whole patients of that tree, each split keeping its share
+(``subset_of_studies``: 5,000 films = 4,600 train + 400 valid); its films are the same studies'
+films in the full tree, so the sizes differ in amount of work only. Trees are made once under
+benchmarks/data/ (git-ignored) and reused: a subset is hard-linked out of the full tree when
+that exists, and generated on all cores otherwise (the same films either way).
 
-* ``generate``: writing the tree (first run only; later runs report the stored time);
-* ``read_mura``: indexing the tree (walk; the benchmark trees are train-only);
-* ``cache_256``, ``cache_320``: decoding and letterboxing every film once (all cores);
-* ``train_resnet18_256``, ``train_densenet169_320``: ``--steps`` training steps of ``fit``'s
-  loop (BatchLoader over the memory-mapped cache, Augmenter, Adam, weighted BCE) after one
-  warm-up step; ``img_per_s`` and the estimate of an epoch of MURA's 36,808 images;
-* ``evaluate``: a ResNet18 at 256 px over every film plus the study-level report with
-  ``--n-boot`` bootstrap resamples (the films' studies as a stand-in for the valid split).
+Each stage runs in a fresh process, timed, with its peak resident memory (``wait4``'s
+``ru_maxrss``, which covers the process and the children it waited for: joblib workers, a
+notebook's kernel):
 
-The last line of the output is one JSON object::
+* ``read_mura``: indexing the tree from its official CSVs, both splits;
+* ``cache_256``, ``cache_320``: decoding and letterboxing every film once (all cores), into
+  the caches the pipeline uses: notebook 02's train and val subsets (patient-grouped 20 % of
+  official train) and notebook 03's test split (official valid);
+* ``train_resnet18_256`` (batch 32, the ``mura`` profile) and ``train_densenet169_320``
+  (batch 8, the ``paper`` profile): a loader over the whole train subset's memory-mapped cache
+  (shuffled, augmented, per-part weighted BCE, Adam), one warm-up step, then ``--steps`` timed
+  steps; ``img_per_s`` and the estimate of an epoch of MURA's 36,808 training films;
+* ``evaluate``: ``evaluate_checkpoint`` of an untrained ResNet18 at 256 px (its cost is that of a
+  trained one) on the test split, ``--n-boot`` bootstrap resamples;
+* ``notebook_01``, ``notebook_03``: the notebooks through papermill with the project's kernel,
+  as ``make reproduce`` runs them. Notebook 03 evaluates the same untrained checkpoint (as
+  ``models_dir/best.pt``) without the variant comparison; the validation predictions that its
+  triage table calibrates on are a stand-in (seeded uniform probabilities over the val subset)
+  because making real ones is notebook 02's work, not 03's.
+
+The caches are built cold by the cache stages; the later stages open them (as a rerun of the
+pipeline does). The last line of the output is one JSON object::
 
     {"stages": {STAGE: {N: {"seconds": ..., "peak_rss_mb": ..., ...}}}, "machine": {...}}
 """
@@ -32,13 +49,14 @@ import shutil
 import subprocess
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 MURA_TRAIN_IMAGES = 36_808
+TABLE1_IMAGES = 40_005
 STAGES = (
     "read_mura",
     "cache_256",
@@ -46,30 +64,18 @@ STAGES = (
     "train_resnet18_256",
     "train_densenet169_320",
     "evaluate",
+    "notebook_01",
+    "notebook_03",
 )
+TRAIN_BATCH = {"resnet18": 32, "densenet169": 8}  # the mura and paper profiles
+VAL_FRACTION, SEED = 0.2, 0  # the notebooks' defaults
+
+DATA_DIR = ROOT / "benchmarks" / "data"  # where benchmarks/loader.py keeps its trees too
+TABLE1_DIR = DATA_DIR / "table1-full-seed0"
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-DATA_DIR = ROOT / "benchmarks" / "data"  # where benchmarks/loader.py keeps its trees too
-
-
-def tree(n: int) -> tuple[Path, float]:
-    """The tree of n films and the seconds its generation took; generated once, in a child
-    process, so that this (measuring) process stays small: a child's peak RSS counts the
-    memory of the process it was forked from."""
-    folder = DATA_DIR / f"synthetic-{n}-seed0"
-    if not (folder / "COMPLETE").exists():
-        log(f"generating {n} MURA-sized films into {folder} (once, all cores)")
-        code = "import sys; sys.path.insert(0, 'benchmarks'); import loader; "
-        code += f"loader.benchmark_tree({n}, seed=0)"
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
-    return folder / "MURA-v1.1", float((folder / "COMPLETE").read_text().split()[0])
-
-
-TABLE1_DIR = DATA_DIR / "table1-full-seed0"
 
 
 def table1_tree() -> tuple[Path, float]:
@@ -77,74 +83,78 @@ def table1_tree() -> tuple[Path, float]:
     generation took: made once on all cores (``--profile table1 --full-size``) and reused."""
     if not (TABLE1_DIR / "COMPLETE").exists():
         log(f"generating MURA's Table 1 in MURA-sized films into {TABLE1_DIR} (once, all cores)")
-        started = time.perf_counter()
-        argv = [sys.executable, "-m", "mura_lib.synthetic", "--profile", "table1"]
-        argv += ["--full-size", "--n-jobs", "-1", "--overwrite", "--out", str(TABLE1_DIR)]
-        subprocess.run(argv, cwd=ROOT, check=True)  # atomic: no half-written tree is reused
-        (TABLE1_DIR / "COMPLETE").write_text(f"{time.perf_counter() - started:.1f} s\n")
+        _generate(TABLE1_DIR, [])
     return TABLE1_DIR / "MURA-v1.1", float((TABLE1_DIR / "COMPLETE").read_text().split()[0])
 
 
-def frame_of(root: Path):
-    from mura_lib.data.mura import scan_mura
-
-    frame = scan_mura(root, source="walk").frame
-    return frame[frame["split"] == "train"].reset_index(drop=True)
-
-
-def cache_of(root: Path, size: int, cache_dir: Path):
-    from mura_lib.data.cache import build_cache
-
-    return build_cache(frame_of(root), size=size, cache_dir=cache_dir, progress=False)
-
-
-def stage_train(root: Path, arch: str, size: int, cache_dir: Path, steps: int) -> dict:
-    import numpy as np
-    import torch
-
-    from mura_lib.data.augment import AugmentConfig, Augmenter
-    from mura_lib.data.batches import BatchLoader
-    from mura_lib.models.build import build_model
-    from mura_lib.training.loop import train_one_epoch
-
-    cache = cache_of(root, size, cache_dir)  # built by the cache stage: opened, not decoded
-    batch = 8
-    n_rows = batch * (steps + 1)
-    images = cache.images[:n_rows]  # a slice of the memory map: no copy
-    labels = cache.frame["label"].to_numpy()[:n_rows].astype(np.float32)
-    weight = np.ones(n_rows)
-
-    def loader(rows: slice) -> BatchLoader:
-        extra = {"weight": weight[rows]}
-        return BatchLoader(images[rows], labels[rows], batch, extra=extra, drop_last=True)
-
-    model = build_model(arch, "none", trainable="all")
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    augmenter = Augmenter(AugmentConfig(rotate_degrees=30.0), seed=0)
-    train_one_epoch(model, loader(slice(0, batch)), augmenter, optimizer, 0)  # warm-up
+def _generate(folder: Path, extra: list[str]) -> None:
     started = time.perf_counter()
-    train_one_epoch(model, loader(slice(batch, n_rows)), augmenter, optimizer, 1)
-    rate = steps * batch / (time.perf_counter() - started)
-    return {
-        "steps": steps,
-        "batch": batch,
-        "img_per_s": round(rate, 2),
-        "epoch_estimate_s": round(MURA_TRAIN_IMAGES / rate),
-    }
+    argv = [sys.executable, "-m", "mura_lib.synthetic", "--profile", "table1", "--full-size"]
+    argv += ["--n-jobs", "-1", "--overwrite", "--out", str(folder), *extra]
+    subprocess.run(argv, cwd=ROOT, check=True)  # atomic: no half-written tree is reused
+    (folder / "COMPLETE").write_text(f"{time.perf_counter() - started:.1f} s generated\n")
 
 
-def stage_evaluate(root: Path, cache_dir: Path, n_boot: int) -> dict:
+def sized_tree(n: int) -> tuple[Path, dict]:
+    """The tree of ``n`` films (all of Table 1 for n >= 40,005) and how it was made."""
+    if n >= TABLE1_IMAGES:
+        root, seconds = table1_tree()
+        return root, {"seconds": seconds, "made": "generated"}
+    folder = DATA_DIR / f"table1-{n}-seed0"
+    if not (folder / "COMPLETE").exists():
+        if (TABLE1_DIR / "COMPLETE").exists():
+            log(f"linking {n} films of the Table-1 tree into {folder} (once)")
+            link_subset(TABLE1_DIR, folder, n)
+        else:
+            log(f"generating {n} films of Table 1 into {folder} (once, all cores)")
+            _generate(folder, ["--n-images", str(n)])
+    seconds, made = (folder / "COMPLETE").read_text().split()[::2]
+    return folder / "MURA-v1.1", {"seconds": float(seconds), "made": made}
+
+
+def link_subset(full: Path, folder: Path, n: int) -> None:
+    """Hard-link the films of ``subset_of_studies(n)`` out of the full tree and write its
+    CSVs and truth sidecar (the full files' lines, filtered); atomic like the generator."""
+    from mura_lib.synthetic.profiles import get_profile, plan_studies, subset_of_studies
+    from mura_lib.synthetic.tree import study_dir
+
+    started = time.perf_counter()
+    specs = plan_studies(get_profile("table1", None, True), SEED)
+    studies = {study_dir(s) for s in subset_of_studies(specs, n, SEED)}
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for study in studies:
+        (tmp / study).mkdir(parents=True)
+        for film in (full / study).iterdir():
+            os.link(film, tmp / study / film.name)
+
+    def keep(line: str) -> bool:
+        path = line.split(",", 1)[0]
+        return path.rsplit("/", 1)[0] + "/" in studies or path in studies
+
+    for rel in [
+        *(p.relative_to(full) for p in (full / "MURA-v1.1").glob("*.csv")),
+        Path("synthetic_truth.csv"),
+    ]:
+        lines = (full / rel).read_text().splitlines(keepends=True)
+        header = lines[:1] if rel.name == "synthetic_truth.csv" else []  # the CSVs have none
+        (tmp / rel).write_text("".join(header + [ln for ln in lines[len(header) :] if keep(ln)]))
+    (tmp / "COMPLETE").write_text(f"{time.perf_counter() - started:.1f} s linked\n")
+    tmp.rename(folder)
+
+
+def untrained_checkpoint(cache_dir: Path) -> Path:
+    """An untrained ResNet18 at 256 px with a fixed 0.5 threshold: evaluation costs the same
+    whatever the weights learnt."""
     import torch
 
     from mura_lib.config import GRAY_MEAN, GRAY_STD
-    from mura_lib.evaluation.report import evaluation_report
-    from mura_lib.inference.ensemble import load_source
-    from mura_lib.inference.members import predict_rows
     from mura_lib.models.build import build_model
     from mura_lib.models.checkpoint import save_checkpoint
 
-    torch.manual_seed(0)  # an untrained ResNet18: evaluation costs the same whatever it learnt
-    checkpoint = save_checkpoint(
+    torch.manual_seed(0)
+    return save_checkpoint(
         {
             "model": build_model("resnet18", "none", trainable="all").state_dict(),
             "model_args": {"arch": "resnet18", "in_chans": 1},
@@ -156,40 +166,160 @@ def stage_evaluate(root: Path, cache_dir: Path, n_boot: int) -> dict:
         },
         cache_dir / "resnet18-untrained.pt",
     )
-    rows = frame_of(root)
-    started = time.perf_counter()
-    predicted = predict_rows(
-        load_source(checkpoint), rows, device="cpu", cache_dir=str(cache_dir), progress="none"
-    )
-    predict_s = time.perf_counter() - started
-    report = evaluation_report(predicted.frame.assign(prob=predicted.mean), 0.5, n_boot=n_boot)
+
+
+def split_frame(root: Path):
+    from mura_lib.data import read_mura, split_by_patient
+
+    return split_by_patient(read_mura(root), VAL_FRACTION, SEED)
+
+
+def pipeline_caches(root: Path, size: int, cache_dir: Path) -> dict:
+    """{part: ImageCache} of notebook 02's train and val subsets and notebook 03's test split."""
+    from mura_lib.data.cache import build_cache
+
+    frame = split_frame(root)
     return {
-        "predict_s": round(predict_s, 2),
-        "report_s": round(time.perf_counter() - started - predict_s, 2),
-        "n_boot": n_boot,
-        "n_studies": report["n_studies"],
+        part: build_cache(rows, size=size, cache_dir=cache_dir, progress=False)
+        for part, rows in frame.groupby("subset", sort=False)
     }
+
+
+class FirstSteps:
+    """The first ``steps`` batches of a loader's epoch: a timed stretch of a real epoch."""
+
+    def __init__(self, loader, steps: int):
+        self.loader, self.steps, self.device = loader, steps, loader.device
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def epoch(self, epoch: int):
+        return islice(self.loader.epoch(epoch), self.steps)
+
+
+def stage_train(root: Path, arch: str, size: int, cache_dir: Path, steps: int) -> dict:
+    import numpy as np
+    import torch
+
+    from mura_lib.data.augment import AugmentConfig, Augmenter
+    from mura_lib.data.batches import BatchLoader
+    from mura_lib.models.build import build_model
+    from mura_lib.training.loop import train_one_epoch
+    from mura_lib.training.losses import image_loss_weights
+
+    train = pipeline_caches(root, size, cache_dir)["train"]  # built by its stage: opened
+    batch = TRAIN_BATCH[arch]
+    labels = train.frame["label"].to_numpy(np.float32)
+    weight = image_loss_weights(train.frame, train.frame, "paper")
+    loader = BatchLoader(train.images, labels, batch, extra={"weight": weight}, shuffle=True)
+    model = build_model(arch, "none", trainable="all")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    augmenter = Augmenter(AugmentConfig(rotate_degrees=30.0), seed=0)
+    train_one_epoch(model, FirstSteps(loader, 1), augmenter, optimizer, 0)  # warm-up
+    started = time.perf_counter()
+    train_one_epoch(model, FirstSteps(loader, steps), augmenter, optimizer, 1)
+    rate = steps * batch / (time.perf_counter() - started)
+    return {
+        "train_images": len(labels),
+        "steps": steps,
+        "batch": batch,
+        "img_per_s": round(rate, 2),
+        "epoch_estimate_s": round(MURA_TRAIN_IMAGES / rate),
+    }
+
+
+def stage_evaluate(root: Path, cache_dir: Path, n_boot: int, work: Path) -> dict:
+    from mura_lib.inference.evaluate import evaluate_checkpoint
+
+    checkpoint = untrained_checkpoint(cache_dir)
+    report = evaluate_checkpoint(
+        checkpoint,
+        root,
+        work / "evaluate",
+        n_boot=n_boot,
+        device="cpu",
+        cache_dir=str(cache_dir),
+        progress="none",
+    )
+    return {
+        "images": report["image"]["overall"]["n"],
+        "n_boot": n_boot,
+        "studies": report["study"]["overall"]["n"],
+    }
+
+
+def stage_notebook(name: str, root: Path, cache_dir: Path, n_boot: int, work: Path) -> dict:
+    import numpy as np
+    import papermill
+
+    from mura_lib.evaluation.predictions import write_predictions
+    from mura_lib.reproduce import KERNEL
+
+    out = work / name
+    shutil.rmtree(out, ignore_errors=True)
+    models = out / "models"
+    models.mkdir(parents=True)
+    params = {
+        "profile": "mura",
+        "data_root": str(root),
+        "results_dir": str(out / "results"),
+        "models_dir": str(models),
+        "cache_dir": str(cache_dir),
+        "seed": SEED,
+    }
+    if name == "notebook_03":
+        shutil.copy(untrained_checkpoint(cache_dir), models / "best.pt")
+        val = split_frame(root).query("subset == 'val'")
+        stand_in = np.random.default_rng(SEED).uniform(size=len(val)).astype(np.float32)
+        write_predictions(val.assign(prob=stand_in), models / "val_predictions.csv")
+        params |= {"n_boot": n_boot, "compare_variants": False, "device": "cpu"}
+    notebook = {"notebook_01": "01_eda.ipynb", "notebook_03": "03_error_analysis.ipynb"}[name]
+    started = time.perf_counter()
+    papermill.execute_notebook(
+        ROOT / "notebooks" / notebook,
+        out / notebook,
+        parameters=params,
+        kernel_name=KERNEL,
+        progress_bar=False,
+        cwd=str(ROOT / "notebooks"),
+    )
+    seconds = round(time.perf_counter() - started, 2)
+    frame = split_frame(root)  # the films it worked through: every film (01), the test split (03)
+    images = len(frame) if name == "notebook_01" else int((frame["subset"] == "test").sum())
+    return {"notebook_s": seconds, "images": images}
 
 
 def run_stage(stage: str, n: int, args: argparse.Namespace) -> dict:
     """One stage in this process (the child side of :func:`measure`), timed from its start."""
     started = time.perf_counter()
-    result = _stage(stage, n, Path(args.root), args)
+    result = _stage(stage, Path(args.root), args)
     return {**result, "seconds": round(time.perf_counter() - started, 2)}
 
 
-def _stage(stage: str, n: int, root: Path, args: argparse.Namespace) -> dict:
-    cache_dir = Path(args.work) / f"cache-{n}"
+def _stage(stage: str, root: Path, args: argparse.Namespace) -> dict:
+    work = Path(args.work) / f"n{args.n}"
+    cache_dir = work / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
     if stage == "read_mura":
-        return {"images": len(frame_of(root))}
+        from mura_lib.data import read_mura
+
+        frame = read_mura(root)
+        return {"images": len(frame), "studies": int(frame["study_id"].nunique())}
     if stage.startswith("cache_"):
-        cache = cache_of(root, int(stage.split("_")[1]), cache_dir)
-        return {"rebuilt": cache.report.rebuilt, "bytes": int(cache.images.nbytes)}
+        caches = pipeline_caches(root, int(stage.split("_")[1]), cache_dir)
+        return {
+            "images": sum(len(c.frame) for c in caches.values()),
+            "rebuilt": all(c.report.rebuilt for c in caches.values()),
+            "bytes": sum(int(c.images.nbytes) for c in caches.values()),
+        }
     if stage.startswith("train_"):
         _, arch, size = stage.split("_")
         return stage_train(root, arch, int(size), cache_dir, args.steps)
     if stage == "evaluate":
-        return stage_evaluate(root, cache_dir, args.n_boot)
+        return stage_evaluate(root, cache_dir, args.n_boot, work)
+    if stage.startswith("notebook_"):
+        return stage_notebook(stage, root, cache_dir, args.n_boot, work)
     raise SystemExit(f"unknown stage {stage}")
 
 
@@ -206,21 +336,19 @@ def measure(stage: str, n: int, root: Path, args: argparse.Namespace) -> dict:
     if status != 0:
         raise SystemExit(f"stage {stage} at N={n} failed (status {status})")
     result = json.loads(out.strip().splitlines()[-1])
-    result.update(
-        process_s=round(seconds, 2),
-        peak_rss_mb=round(usage.ru_maxrss / 1024),  # kilobytes on Linux
-        seconds_per_1000_images=round(1000 * result["seconds"] / n, 3),
-    )
+    result.update(process_s=round(seconds, 2), peak_rss_mb=round(usage.ru_maxrss / 1024))
+    if "images" in result:  # the films this stage worked through
+        result["seconds_per_1000_images"] = round(1000 * result["seconds"] / result["images"], 3)
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="5000,10000", help="comma-separated N")
+    parser.add_argument("--sizes", default="5000,10000", help="comma-separated N (<= 40005)")
     parser.add_argument("--stages", default=",".join(STAGES))
-    parser.add_argument("--steps", type=int, default=4, help="timed training steps (batch 8)")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps")
     parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--work", default=str(ROOT / "benchmarks" / "data" / "scale"))
+    parser.add_argument("--work", default=str(DATA_DIR / "scale"))
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -229,26 +357,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:  # the child side
         print(json.dumps(run_stage(args.stage, args.n, args)))
         return 0
-    sizes = [int(s) for s in args.sizes.split(",")]
-    stages: dict[str, dict[int, dict]] = {"generate": {}}
+    sizes = [min(int(s), TABLE1_IMAGES) for s in args.sizes.split(",")]
+    stages: dict[str, dict[int, dict]] = {"tree": {}}
+    load_start = [round(x, 2) for x in os.getloadavg()]
     for n in sizes:
-        started = time.perf_counter()
-        root, generated = tree(n)
-        reused = time.perf_counter() - started < generated / 2
-        stages["generate"][n] = {
-            "seconds": generated,  # as measured when the tree was made (all cores)
-            "img_per_s": round(n / generated, 1),
-            "reused": reused,
-        }
-        shutil.rmtree(Path(args.work) / f"cache-{n}", ignore_errors=True)  # cold cache builds
+        root, made = sized_tree(n)
+        stages["tree"][n] = made  # as measured when the tree was made
+        shutil.rmtree(Path(args.work) / f"n{n}", ignore_errors=True)  # cold cache builds
         for stage in args.stages.split(","):
             log(f"N={n}: {stage}")
             stages.setdefault(stage, {})[n] = measure(stage, n, root, args)
+            log(f"  {json.dumps(stages[stage][n])}")
     result = {
         "stages": stages,
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": _cpu_name(),
             "cores": os.cpu_count(),
+            "load_avg_start": load_start,
             "load_avg_end": [round(x, 2) for x in os.getloadavg()],
         },
     }
@@ -257,6 +382,16 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{stage}: " + ", ".join(f"{n}: {r['seconds']} s" for n, r in by_n.items()))
     print(json.dumps(result))
     return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from mura_lib.models.build import build_model, build_study_model, model_from_che
 from mura_lib.models.checkpoint import load_checkpoint
 from mura_lib.models.study import StudyModel, segment_max, segment_softmax, segment_sum
 from mura_lib.reports import model_comparison
+from mura_lib.reports.error_analysis import attention_spread
 from mura_lib.training.config import TrainConfig
 from mura_lib.training.study_heads import (
     fit_study_heads,
@@ -302,3 +303,16 @@ def test_study_heads_fine_tune_from_the_image_level_checkpoint(tmp_path, tiny_tr
     found = model_comparison.variants(models / "best.pt", None, study_checkpoints(models))
     assert found["study mean"] == (models / "study" / "mean" / "best.pt", "none")
     assert study_heads_table(summaries).loc["mean", "epochs_run"] == 1
+
+
+def test_attention_spread_compares_the_top_weight_with_uniform():
+    predictions = pd.DataFrame(
+        {
+            "study_id": ["a", "b", "b", "c", "c", "d", "d", "d"],
+            "view_weight": [1.0, 0.5, 0.5, 0.9, 0.1, 0.2, 0.3, 0.5],
+        }
+    )
+    table = attention_spread(predictions)
+    assert table.loc[2].tolist() == pytest.approx([2, 0.5, 0.7, 0.9])
+    assert table.loc[3].tolist() == pytest.approx([1, 1 / 3, 0.5, 0.5])
+    assert table.loc[1, "mean_top"] == 1.0

@@ -26,7 +26,13 @@ from mura_lib.synthetic import (
     write_mura_tree,
 )
 from mura_lib.synthetic.__main__ import main
-from mura_lib.synthetic.profiles import TABLE1, TABLE1_PATIENTS, plan_studies, table1_profile
+from mura_lib.synthetic.profiles import (
+    TABLE1,
+    TABLE1_PATIENTS,
+    plan_studies,
+    subset_of_studies,
+    table1_profile,
+)
 from mura_lib.synthetic.study import Look
 
 IMAGE_RE = re.compile(
@@ -37,6 +43,7 @@ STUDY_RE = re.compile(
     r"^(MURA-v1\.1/(train|valid)/XR_[A-Z]+/patient\d{5}/study\d+_(positive|negative)/),([01])$"
 )
 KINDS = {"fracture", "hardware", "lesion", "swelling"}
+TABLE1_FULL = table1_profile(full_size=True)
 
 # Two or three studies per part and split, small films, many RGB files: a whole tree in
 # well under a second.
@@ -257,3 +264,28 @@ def test_committed_sample_is_valid_small_and_regenerates_bit_for_bit(tmp_path: P
     assert committed.keys() == regenerated.keys()
     differ = [k for k in committed if not np.array_equal(committed[k], regenerated[k])]
     assert not differ, f"{len(differ)} committed images differ, e.g. {differ[:3]}"
+
+
+def test_a_subset_is_whole_patients_with_each_split_its_share_and_the_same_films(
+    tiny_tree: Path, tmp_path: Path
+) -> None:
+    specs = plan_studies(TABLE1_FULL, 0)
+    for n in (5000, 10000, 20000):
+        subset = subset_of_studies(specs, n, 0)
+        views = Counter()
+        for s in subset:
+            views[s.split] += s.n_views
+        assert sum(views.values()) == n  # Table 1 has enough 1-view patients to hit N
+        assert abs(views["valid"] - n * 3197 / 40005) <= 1
+        chosen = {(s.split, s.patient) for s in subset}
+        assert [s for s in specs if (s.split, s.patient) in chosen] == subset  # whole patients
+    with pytest.raises(ConfigError, match="use 1 to 40005"):
+        subset_of_studies(specs, 40006, 0)
+
+    # the subset's films are the full tree's films of the same studies, pixel for pixel
+    n = sum(s.n_views for s in plan_studies(TINY, 0)) // 2
+    part = write_mura_tree(tmp_path, TINY, seed=0, n_jobs=1, n_images=n)
+    mine, full = _pixels(part), _pixels(tiny_tree)
+    assert 0 < len(mine) <= n and len(mine) < len(full)
+    assert all(np.array_equal(pixels, full[rel]) for rel, pixels in mine.items())
+    assert sorted(mine) == sorted(line.split("/", 1)[1] for line in _listed(part))

@@ -59,3 +59,14 @@ def misses_by_kind(
         studies=("study_id", "size"), detected=("detected", "mean"), mean_prob=("prob", "mean")
     )
     return table.reset_index()
+
+
+def attention_spread(predictions: pd.DataFrame) -> pd.DataFrame:
+    """How far a study-level model's view weights are from uniform, by number of views.
+
+    Per view count: the studies, the uniform weight 1/n, and the mean and largest weight of
+    the most-trusted view. A head that learnt nothing beyond the mean gives 1/n throughout.
+    """
+    per_study = predictions.groupby("study_id")["view_weight"].agg(n_views="size", top="max")
+    table = per_study.groupby("n_views")["top"].agg(studies="size", mean_top="mean", max_top="max")
+    return table.assign(uniform=1.0 / table.index)[["studies", "uniform", "mean_top", "max_top"]]

@@ -4,6 +4,7 @@ Examples:
     python -m mura_lib.synthetic --profile sample --out data_sample --overwrite
     python -m mura_lib.synthetic --profile table1 --out cache/table1
     python -m mura_lib.synthetic --profile table1 --full-size --n-jobs -1 --out benchmarks/data/t1
+    python -m mura_lib.synthetic --profile table1 --full-size --n-images 5000 --out /tmp/t1-5k
     python -m mura_lib.synthetic --benchmark 2000 --out benchmarks/data
 """
 
@@ -43,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--full-size",
         action="store_true",
-        help="table1: MURA-sized films (long side 512 px, anatomy; ~25 films/s per core)",
+        help="table1: MURA-sized films (long side 512 px, anatomy; ~10 films/s per core)",
+    )
+    parser.add_argument(
+        "--n-images",
+        type=int,
+        metavar="N",
+        help="only a subset of about N films (whole patients, each split its share)",
     )
     parser.add_argument(
         "--benchmark",
@@ -75,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 overwrite=args.overwrite,
                 anatomy=args.anatomy or None,
                 full_size=args.full_size,
+                n_images=args.n_images,
             )
     except MuraError as err:
         print(f"error: {err}", file=sys.stderr)

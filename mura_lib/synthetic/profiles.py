@@ -203,3 +203,32 @@ def plan_studies(profile: Profile, seed: int) -> list[StudySpec]:
     order_key = {p: i for i, p in enumerate(FILE_ORDER)}
     specs.sort(key=lambda s: (s.split != "train", order_key[s.part], s.patient, s.study))
     return specs
+
+
+def subset_of_studies(specs: list[StudySpec], n_images: int, seed: int) -> list[StudySpec]:
+    """Whole patients drawn at random until each split holds its share of ``n_images`` views.
+
+    The subset keeps the plan's order and each split's share of the images (a Table-1 subset
+    of 5,000 films has 5000 * 3,197 / 40,005 valid ones). Patients are taken whole, so every
+    study of the subset renders as in the full tree (a study's pixels depend on its spec and
+    the seed only) and a patient-grouped split behaves as on the full tree. A patient whose
+    views would overshoot a split's share is passed over, so each split ends within a few
+    views of it.
+    """
+    total = sum(s.n_views for s in specs)
+    if not 0 < n_images <= total:
+        raise ConfigError(f"n_images={n_images}: the plan holds {total} images; use 1 to {total}")
+    rng = np.random.default_rng([seed, 40005])
+    chosen: set[tuple[str, int]] = set()
+    for split in SPLITS:
+        views: dict[int, int] = {}
+        for s in specs:
+            if s.split == split:
+                views[s.patient] = views.get(s.patient, 0) + s.n_views
+        share = round(n_images * sum(views.values()) / total)
+        taken = 0
+        for patient in rng.permutation(sorted(views)):
+            if taken + views[patient] <= share:
+                chosen.add((split, int(patient)))
+                taken += views[patient]
+    return [s for s in specs if (s.split, s.patient) in chosen]

@@ -26,6 +26,7 @@ from mura_lib.synthetic.profiles import (
     Profile,
     get_profile,
     plan_studies,
+    subset_of_studies,
 )
 from mura_lib.synthetic.study import Look, StudySpec, View, render_study
 
@@ -123,10 +124,19 @@ def _swap_into_place(tmp: Path, root: Path) -> None:
         shutil.rmtree(old)
 
 
-def _write_tree(out_dir: Path, profile: Profile, seed: int, n_jobs: int, overwrite: bool) -> Path:
+def _write_tree(
+    out_dir: Path,
+    profile: Profile,
+    seed: int,
+    n_jobs: int,
+    overwrite: bool,
+    n_images: int | None = None,
+) -> Path:
     root = out_dir / ROOT_NAME
     _check_destination(root, overwrite)
     specs = plan_studies(profile, seed)
+    if n_images is not None:
+        specs = subset_of_studies(specs, n_images, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{ROOT_NAME}.tmp-", dir=out_dir))
     try:
@@ -159,6 +169,7 @@ def write_mura_tree(
     overwrite: bool = False,
     anatomy: bool | None = None,
     full_size: bool = False,
+    n_images: int | None = None,
 ) -> Path:
     """Write a synthetic tree in the MURA-v1.1 layout and return its ``MURA-v1.1`` folder.
 
@@ -171,13 +182,16 @@ def write_mura_tree(
         overwrite: replace an existing non-empty ``MURA-v1.1`` (atomically) instead of failing.
         anatomy: for "table1", draw real anatomy instead of 32-pixel placeholder films.
         full_size: for "table1", MURA-sized films with anatomy (long side 512 px).
+        n_images: only a subset of about this many films, whole patients, each split its
+            share (:func:`~mura_lib.synthetic.profiles.subset_of_studies`); its films are
+            those of the same studies in the whole tree.
 
     Raises:
         MuraError: the destination exists and `overwrite` is False.
         ConfigError: unknown profile name or impossible counts.
     """
     resolved = get_profile(profile, anatomy, full_size)
-    return _write_tree(Path(out_dir), resolved, seed, n_jobs, overwrite)
+    return _write_tree(Path(out_dir), resolved, seed, n_jobs, overwrite, n_images)
 
 
 def benchmark_profile(n_images: int) -> Profile:
