@@ -15,7 +15,13 @@ import pytest
 from mura_lib.config import NOTEBOOKS_DIR, PROJ_ROOT, SAMPLE_ROOT
 from mura_lib.disk import sha256_file
 from mura_lib.errors import ConfigError, MuraError
-from mura_lib.reproduce import NOTEBOOKS, NotebookFailed, load_profile, run_pipeline
+from mura_lib.reproduce import (
+    NOTEBOOKS,
+    NotebookFailed,
+    load_profile,
+    notebook_parameters,
+    run_pipeline,
+)
 
 needs_sample = pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="data_sample/ is missing")
 
@@ -217,6 +223,22 @@ def test_notebooks_have_one_flat_parameters_cell(name):
     assert len(tagged) == 1
     for line in tagged[0].source.splitlines():
         assert " = " in line and "#" in line, f"{name}: not a commented literal: {line!r}"
+
+
+def test_papermill_sees_every_parameter_of_every_notebook():
+    """A comment holding "=" (``GPUS=N``) made papermill skip its line with a warning only:
+    the parameter was then "not a parameter of any notebook" and ``make reproduce GPUS=4``
+    or a profile naming it was refused."""
+    declared = notebook_parameters(NOTEBOOKS_DIR)
+    for name in NOTEBOOKS:
+        notebook = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+        [cell] = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+        assigned = {line.split(" = ", 1)[0] for line in cell.source.splitlines()}
+        assert assigned == declared[name], f"{name}: papermill misses {assigned - declared[name]}"
+    every = set().union(*declared.values())
+    for profile in ("sample", "smoke", "mura", "paper"):
+        assert set(load_profile(profile, data="/data/MURA-v1.1")) <= every, profile
+    assert "gpus" in every
 
 
 def test_a_misspelt_parameter_is_refused_before_anything_runs(tmp_path):
