@@ -302,7 +302,9 @@ def test_study_heads_fine_tune_from_the_image_level_checkpoint(tmp_path, tiny_tr
     )
     found = model_comparison.variants(models / "best.pt", None, study_checkpoints(models))
     assert found["study mean"] == (models / "study" / "mean" / "best.pt", "none")
-    assert study_heads_table(summaries).loc["mean", "epochs_run"] == 1
+    table = study_heads_table(summaries)
+    assert table.loc["mean", "epochs_run"] == 1
+    assert {"val_loss", "val_study_kappa", "val_study_auroc", "threshold"} <= set(table.columns)
 
 
 def test_attention_spread_compares_the_top_weight_with_uniform():

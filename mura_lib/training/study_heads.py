@@ -105,7 +105,7 @@ def study_heads_table(summaries: dict[str, dict]) -> pd.DataFrame:
         head: {
             "best_epoch": s["best_epoch"],
             "epochs_run": s["epochs_run"],
-            **{f"val_{k}": v for k, v in s["metrics"].items()},
+            **{f"val_{k.removeprefix('val_')}": v for k, v in s["metrics"].items()},
             "threshold": s["threshold"],
             "train_seconds": round(float(s["history"]["seconds"].sum()), 1),
         }
