@@ -38,6 +38,27 @@ def git_state() -> dict:
     }
 
 
+def cpu_state(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The kind of CPU a result was made on. Training on a CPU is identical on one kind of CPU
+    but not across kinds: the vector kernels that MKL and oneDNN pick (``capability``: AVX2,
+    AVX512, ...) round differently, so two manifests are comparable bit for bit only when
+    these match."""
+    import torch
+
+    fields: dict[str, str] = {}
+    if cpuinfo.is_file():  # Linux; elsewhere only the capability is known
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break  # the first processor describes them all
+    return {
+        "model_name": fields.get("model name", "unknown"),
+        "family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
+        "capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
 LOCK_FILE = PROJ_ROOT / "requirements.lock"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
 

@@ -29,7 +29,7 @@ from mura_lib.config import MODELS_DIR, NOTEBOOKS_DIR, PARAMS_DIR, PROJ_ROOT, RE
 from mura_lib.disk import sha256_file
 from mura_lib.errors import BusyError, ConfigError, MuraError
 from mura_lib.locks import exclusive_lock
-from mura_lib.provenance import git_state, lock_drift, lock_warning
+from mura_lib.provenance import cpu_state, git_state, lock_drift, lock_warning
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_error_analysis.ipynb")
 KERNEL = "mura"  # registered in the venv by `make setup`
@@ -173,6 +173,7 @@ def _run_locked(
         "data": {"root": _relative(paths.data_root), **data_info},
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_state(),
         "packages": {p: importlib.metadata.version(p) for p in PACKAGES},
         "lock_drift": [list(row) for row in lock_drift()],  # [] when installed as locked
     }

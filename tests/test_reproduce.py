@@ -11,6 +11,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mura_lib.config import NOTEBOOKS_DIR, PROJ_ROOT, SAMPLE_ROOT
 from mura_lib.disk import sha256_file
@@ -145,6 +146,7 @@ def test_manifest_records_the_run(smoke_run):
     assert manifest["parameters"]["profile"] == "smoke"
     assert len(manifest["data"]["sha256"]) == 64
     assert {"torch", "papermill"} <= set(manifest["packages"])
+    assert manifest["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 @needs_sample
