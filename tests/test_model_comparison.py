@@ -85,3 +85,31 @@ def test_record_comparison_adds_the_block_and_keeps_the_rest(folders) -> None:
     variants = after["comparison"]["variants"]
     assert variants["ensemble"]["folder"] == "variants/ensemble"
     assert variants["ensemble"]["result"]["b"] == "ensemble"
+
+
+def test_the_study_heads_are_also_compared_with_their_equal_work_control(folders) -> None:
+    assert model_comparison.study_heads_against_control(folders) == []  # no control, no heads
+    rng = np.random.default_rng(6)
+    y = (rng.random(80) < 0.5).astype(int)
+    control, head = model_comparison.FINE_TUNED, "study attention"
+    folders[control] = write_folder(
+        folders["single"] / "variants" / "single_fine-tuned", y, np.full(80, 0.5), "none", 1
+    )
+    folders[head] = write_folder(
+        folders["single"] / "variants" / "study_attention", y, np.where(y == 1, 0.7, 0.3), "none", 1
+    )
+    names = model_comparison.study_heads_against_control(folders)
+    assert names == [head]
+    against = model_comparison.compare_variants(
+        folders, n_boot=40, seed=0, reference=control, names=names
+    )
+    assert list(against) == [head] and against[head]["a"] == control
+    paired = compare_evaluations(folders[control], folders[head], n_boot=40, seed=0)
+    assert against[head]["study"]["overall"]["auroc"] == paired["study"]["overall"]["auroc"]
+    metrics_path = folders["single"] / "metrics.json"
+    model_comparison.record_comparison(
+        metrics_path, folders, against, reference=control, key="study_heads_vs_control"
+    )
+    block = json.loads(metrics_path.read_text())["study_heads_vs_control"]
+    assert block["reference"] == control
+    assert block["variants"][head]["folder"] == "variants/study_attention"

@@ -92,8 +92,9 @@ def test_every_metrics_json_names_published_models_only(smoke_run):
     """The variants' metrics.json (ensemble members, TTA) too: no path into a staging folder."""
     root, results = smoke_run
     files = sorted(results.rglob("metrics.json"))
-    # single, single + flip, ensemble, ensemble + flip (keep_top_k 2), study attention
-    assert len(files) == 5
+    # single, single + flip, ensemble, ensemble + flip (keep_top_k 2), study attention and
+    # its equal-work control (single fine-tuned)
+    assert len(files) == 6
     for path in files:
         assert ".staging-" not in path.read_text(), path
     ensemble = json.loads((results / "variants" / "ensemble" / "metrics.json").read_text())
@@ -111,6 +112,7 @@ def test_metrics_json_holds_the_paired_comparison(smoke_run):
         "single + flip",
         "ensemble",
         "ensemble + flip",
+        "single fine-tuned",
         "study attention",
     }
     for name, variant in comparison["variants"].items():
@@ -119,6 +121,11 @@ def test_metrics_json_holds_the_paired_comparison(smoke_run):
         assert {"a", "b", "diff", "ci"} <= set(overall["kappa"]), name
         assert "delong_p" in overall["auroc"], name
     assert (results / "figures" / "03_paired_differences.png").is_file()
+    # the head is judged against its equal-work control too
+    against = json.loads((results / "metrics.json").read_text())["study_heads_vs_control"]
+    assert against["reference"] == "single fine-tuned"
+    assert list(against["variants"]) == ["study attention"]
+    assert (results / "figures" / "03_paired_differences_control.png").is_file()
 
 
 @needs_sample
@@ -129,7 +136,8 @@ def test_the_study_heads_are_trained_published_and_shown(smoke_run):
     head = root / "models" / "smoke" / "study" / "attention" / "best.pt"
     assert head.is_file()
     summary = json.loads((results / "train_summary.json").read_text())
-    assert [row["head"] for row in summary["study_heads"]] == ["attention"]
+    assert [row["head"] for row in summary["study_heads"]] == ["image-level", "attention"]
+    assert (root / "models" / "smoke" / "study" / "image-level" / "best.pt").is_file()
     variant = json.loads((results / "variants" / "study_attention" / "metrics.json").read_text())
     assert variant["checkpoint"] == str(head.resolve())
     predictions = pd.read_csv(results / "variants" / "study_attention" / "predictions.csv")

@@ -22,6 +22,8 @@ from mura_lib.reports import model_comparison
 from mura_lib.reports.error_analysis import attention_spread
 from mura_lib.training.config import TrainConfig
 from mura_lib.training.study_heads import (
+    CONTROL,
+    control_checkpoint,
     fit_study_heads,
     parse_heads,
     study_checkpoints,
@@ -288,6 +290,8 @@ def test_study_heads_fine_tune_from_the_image_level_checkpoint(tmp_path, tiny_tr
     run, _ = trained_run
     models = tmp_path / "models"
     models.mkdir()
+    assert fit_study_heads(tiny_tree, models, TrainConfig(), [], epochs=1, lr=1e-4) == {}
+    assert not (models / "study").exists()  # no heads: no control either
     with pytest.raises(ConfigError, match="no image-level checkpoint"):
         fit_study_heads(tiny_tree, models, TrainConfig(), ["mean"], epochs=1, lr=1e-4)
     shutil.copy(run / "best.pt", models / "best.pt")
@@ -295,14 +299,24 @@ def test_study_heads_fine_tune_from_the_image_level_checkpoint(tmp_path, tiny_tr
     summaries = fit_study_heads(
         tiny_tree, models, TrainConfig(**config), ["mean"], epochs=1, lr=1e-4
     )
-    assert set(summaries) == {"mean"} and summaries["mean"]["epochs_run"] == 1
+    # the equal-work control first: the image-level model fine-tuned the same way
+    assert list(summaries) == [CONTROL, "mean"]
+    assert all(s["epochs_run"] == 1 for s in summaries.values())
     assert study_checkpoints(models) == {"mean": models / "study" / "mean" / "best.pt"}
+    control = control_checkpoint(models)
+    assert control == models / "study" / "image-level" / "best.pt"
+    control_args = load_checkpoint(control)
+    assert control_args["model_args"].get("study_head", "none") == "none"
+    assert control_args["train_args"]["weights"] == str(models / "best.pt")
+    assert control_args["train_args"]["lr"] == 1e-4
     assert (
         load_checkpoint(models / "study" / "mean" / "best.pt")["model_args"]["study_head"] == "mean"
     )
-    found = model_comparison.variants(models / "best.pt", None, study_checkpoints(models))
+    found = model_comparison.variants(models / "best.pt", None, study_checkpoints(models), control)
     assert found["study mean"] == (models / "study" / "mean" / "best.pt", "none")
+    assert found[model_comparison.FINE_TUNED] == (control, "none")
     table = study_heads_table(summaries)
+    assert list(table.index) == [CONTROL, "mean"]
     assert table.loc["mean", "epochs_run"] == 1
     assert {"val_loss", "val_study_kappa", "val_study_auroc", "threshold"} <= set(table.columns)
 

@@ -169,9 +169,11 @@ def plot_per_part(
 
 
 def plot_paired_differences(
-    comparisons: Mapping[str, Mapping], title: str = "difference from the single checkpoint"
+    comparisons: Mapping[str, Mapping],
+    title: str = "difference from the single checkpoint",
+    reference: str = "single",
 ) -> Figure:
-    """Each variant's paired difference from the reference (study kappa, AUROC), overall,
+    """Each variant's paired difference from the ``reference`` (study kappa, AUROC), overall,
     with its 95% paired-bootstrap interval; an interval that crosses 0 is no evidence."""
     names = list(comparisons)
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.6 * len(names) + 1.8), squeeze=False)
@@ -193,7 +195,7 @@ def plot_paired_differences(
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(names)), names)
         ax.invert_yaxis()
-        ax.set(xlabel=f"study {metric}: variant - single", title=metric)
+        ax.set(xlabel=f"study {metric}: variant - {reference}", title=metric)
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return fig

@@ -1,10 +1,13 @@
 """Notebook 03's comparison: the single checkpoint, the ensemble, each with flip TTA, and the
-study-level heads fine-tuned from the single checkpoint.
+study-level heads fine-tuned from the single checkpoint (with their equal-work control, the
+single checkpoint fine-tuned the same way as an image-level model).
 
 Every variant is evaluated on the same test studies as the single checkpoint (the reference)
 by :func:`mura_lib.inference.evaluate.evaluate_checkpoint`, into a folder of its own, and
 compared with it by :func:`mura_lib.evaluation.compare.compare_evaluations`: paired bootstrap
 intervals of the difference in study kappa and AUROC, and DeLong's test, overall and per part.
+The heads are compared with the control too: that difference is what reading the views
+together adds once the extra epochs are accounted for.
 """
 
 from __future__ import annotations
@@ -18,17 +21,24 @@ from mura_lib.evaluation.compare import compare_evaluations
 from mura_lib.inference.evaluate import evaluate_checkpoint, write_json
 
 REFERENCE = "single"
+FINE_TUNED = "single fine-tuned"  # the study heads' equal-work control
 
 
 def variants(
-    checkpoint: Path, ensemble: Path | None, study: dict[str, Path] | None = None
+    checkpoint: Path,
+    ensemble: Path | None,
+    study: dict[str, Path] | None = None,
+    control: Path | None = None,
 ) -> dict[str, tuple[Path, str]]:
     """{name: (checkpoint or manifest, TTA)}; the ensemble's only when its manifest exists,
-    and a study-level head (``study``: {head: checkpoint}) only when its checkpoint does."""
+    and a study-level head (``study``: {head: checkpoint}) or the heads' equal-work
+    ``control`` only when its checkpoint does."""
     found = {REFERENCE: (checkpoint, "none"), "single + flip": (checkpoint, "flip")}
     if ensemble is not None and ensemble.is_file():
         found["ensemble"] = (ensemble, "none")
         found["ensemble + flip"] = (ensemble, "flip")
+    if control is not None and control.is_file():
+        found[FINE_TUNED] = (control, "none")
     for head, path in (study or {}).items():
         if path.is_file():
             found[f"study {head}"] = (path, "none")
@@ -56,15 +66,30 @@ def evaluate_variants(
     return folders
 
 
-def compare_variants(folders: dict[str, Path], *, n_boot: int, seed: int) -> dict[str, dict]:
-    """{name: paired comparison with the reference} for every variant but the reference."""
+def compare_variants(
+    folders: dict[str, Path],
+    *,
+    n_boot: int,
+    seed: int,
+    reference: str = REFERENCE,
+    names: list[str] | None = None,
+) -> dict[str, dict]:
+    """{name: paired comparison with ``reference``} for each of ``names`` (default: every
+    variant but the reference)."""
+    names = [n for n in folders if n != reference] if names is None else names
     return {
         name: compare_evaluations(
-            folders[REFERENCE], folder, n_boot=n_boot, seed=seed, names=(REFERENCE, name)
+            folders[reference], folders[name], n_boot=n_boot, seed=seed, names=(reference, name)
         )
-        for name, folder in folders.items()
-        if name != REFERENCE
+        for name in names
     }
+
+
+def study_heads_against_control(folders: dict[str, Path]) -> list[str]:
+    """The study-level variants to compare with the equal-work control ([] without it)."""
+    if FINE_TUNED not in folders:
+        return []
+    return [name for name in folders if name.startswith("study ")]
 
 
 def _interval(ci: list[float] | None, signed: bool = True) -> str:
@@ -132,12 +157,18 @@ def significant(comparisons: dict[str, dict]) -> dict[str, dict[str, bool]]:
 
 
 def record_comparison(
-    metrics_path: Path, folders: dict[str, Path], comparisons: dict[str, dict]
+    metrics_path: Path,
+    folders: dict[str, Path],
+    comparisons: dict[str, dict],
+    *,
+    reference: str = REFERENCE,
+    key: str = "comparison",
 ) -> dict:
-    """Add the comparison block to the reference's metrics.json (atomically); return it."""
+    """Add the comparison block (under ``key``) to the reference checkpoint's metrics.json
+    (atomically); return it."""
     metrics = json.loads(metrics_path.read_text())
-    metrics["comparison"] = {
-        "reference": REFERENCE,
+    metrics[key] = {
+        "reference": reference,
         "method": "paired bootstrap of the difference (same resampled studies); DeLong's test",
         "variants": {
             name: {
@@ -148,4 +179,4 @@ def record_comparison(
         },
     }
     write_json(metrics, metrics_path)
-    return metrics["comparison"]
+    return metrics[key]

@@ -3,9 +3,15 @@
 Each head (``mean``, ``max``, ``attention``) starts from the image-level run's ``best.pt``
 (its backbone; the attention layers start fresh) and trains end to end on study targets for
 a few epochs at a lower rate, into ``<models>/study/<head>/``. Starting from the chosen
-image-level checkpoint rather than from scratch isolates what the head adds: notebook 03
-compares each with that very checkpoint on the same test studies, and the extra cost is a
-few epochs per head instead of a second full training.
+image-level checkpoint rather than from scratch isolates what the head adds, and the extra
+cost is a few epochs per head instead of a second full training.
+
+Those few epochs are extra training, though: a head that beats the checkpoint it started
+from may owe it to the epochs, not to reading the views together. So whenever heads are
+trained, the image-level model is fine-tuned the same way too (same start, epochs, rate,
+layers and selection; image batches instead of study batches) into
+``<models>/study/image-level/``: the equal-work control that notebook 03 also compares each
+head with.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from mura_lib.training.config import TrainConfig
 from mura_lib.training.launch import fit_on
 
 STUDY_DIR = "study"
+CONTROL = "image-level"  # the folder (and summary key) of the equal-work control
 
 
 def parse_heads(heads: str) -> list[str]:
@@ -44,6 +51,13 @@ def study_checkpoints(models_dir: str | Path) -> dict[str, Path]:
     """{head: its best.pt} for every head trained into ``models_dir``."""
     found = {head: study_model_dir(models_dir, head) / "best.pt" for head in STUDY_HEADS[1:]}
     return {head: path for head, path in found.items() if path.is_file()}
+
+
+def control_checkpoint(models_dir: str | Path) -> Path | None:
+    """The equal-work control's best.pt (the image-level model fine-tuned like the heads),
+    or None when no heads were trained into ``models_dir``."""
+    path = Path(models_dir) / STUDY_DIR / CONTROL / "best.pt"
+    return path if path.is_file() else None
 
 
 def study_head_config(
@@ -80,27 +94,31 @@ def fit_study_heads(
     gpus: int = 0,
     resume: bool = False,
 ) -> dict[str, dict]:
-    """Fine-tune each head from ``models_dir/best.pt``; return {head: fit summary}.
+    """Fine-tune the equal-work control (summary key :data:`CONTROL`), then each head, from
+    ``models_dir/best.pt``; return {name: fit summary}, or {} when ``heads`` is empty.
 
-    With ``resume`` a head whose folder holds a run continues it, and a head not started
-    yet starts; otherwise every head starts again (its old run removed).
+    With ``resume`` a run whose folder holds one continues it, and one not started yet
+    starts; otherwise every run starts again (its old run removed).
     """
+    if not heads:
+        return {}
     start = Path(models_dir) / "best.pt"
-    if heads and not start.is_file():
+    if not start.is_file():
         raise ConfigError(f"no image-level checkpoint to start the study heads from: {start}")
     summaries = {}
-    for head in heads:
-        out = study_model_dir(models_dir, head)
-        head_config = study_head_config(config, start, head, epochs, lr)
+    for name, head in [(CONTROL, "none"), *((h, h) for h in heads)]:
+        out = study_model_dir(models_dir, name)
+        run_config = study_head_config(config, start, head, epochs, lr)
         again = resume and (out / "last.pt").is_file()
-        summaries[head] = fit_on(
-            gpus, data_root, out, head_config, resume=again, overwrite=not again
+        summaries[name] = fit_on(
+            gpus, data_root, out, run_config, resume=again, overwrite=not again
         )
     return summaries
 
 
 def study_heads_table(summaries: dict[str, dict]) -> pd.DataFrame:
-    """One row per head: chosen epoch, validation metrics, threshold and training seconds."""
+    """One row per run (the control, then the heads): chosen epoch, validation metrics,
+    threshold and training seconds."""
     rows = {
         head: {
             "best_epoch": s["best_epoch"],
