@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -357,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:  # the child side
         print(json.dumps(run_stage(args.stage, args.n, args)))
         return 0
+    from mura_lib.provenance import cpu_state
+
     sizes = [min(int(s), TABLE1_IMAGES) for s in args.sizes.split(",")]
     stages: dict[str, dict[int, dict]] = {"tree": {}}
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "stages": stages,
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_state(),  # model, family/model, torch's vector capability
             "cores": os.cpu_count(),
             "load_avg_start": load_start,
             "load_avg_end": [round(x, 2) for x in os.getloadavg()],
@@ -382,16 +383,6 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{stage}: " + ", ".join(f"{n}: {r['seconds']} s" for n, r in by_n.items()))
     print(json.dumps(result))
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":
