@@ -34,7 +34,14 @@ notebook's kernel):
   because making real ones is notebook 02's work, not 03's.
 
 The caches are built cold by the cache stages; the later stages open them (as a rerun of the
-pipeline does). The last line of the output is one JSON object::
+pipeline does). The films themselves may or may not be in the operating system's page cache
+when a stage starts, and a stage that reads them (``read_mura``'s folder listings, the cache
+builds, notebook 01's PNG headers) costs several times more when they come from the disk: each
+stage therefore reports ``films_in_page_cache``, the share of a fixed sample of the films'
+bytes that the page cache held when it started (``fincore``; null where that is missing).
+``--warm`` reads every film once before each stage, so that the figures are of the pipeline's
+own work, as a second pass over the same tree finds it. The last line of the output is one
+JSON object::
 
     {"stages": {STAGE: {N: {"seconds": ..., "peak_rss_mb": ..., ...}}}, "machine": {...}}
 """
@@ -289,6 +296,46 @@ def stage_notebook(name: str, root: Path, cache_dir: Path, n_boot: int, work: Pa
     return {"notebook_s": seconds, "images": images}
 
 
+def film_paths(root: Path) -> list[Path]:
+    """Every film of a tree, as its official CSVs list them (both splits)."""
+    paths = []
+    for split in ("train", "valid"):
+        lines = (root / f"{split}_image_paths.csv").read_text().splitlines()
+        paths += [root.parent / line.strip() for line in lines if line.strip()]
+    return paths
+
+
+def page_cache_share(root: Path, sample: int = 400) -> float | None:
+    """The share of the bytes of a fixed, evenly spaced sample of the tree's films that the
+    page cache holds now (util-linux ``fincore``; None where it is missing)."""
+    paths = film_paths(root)
+    chosen = [str(p) for p in paths[:: max(1, len(paths) // sample)]]
+    try:
+        out = subprocess.run(
+            ["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,SIZE", *chosen],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    resident = size = 0
+    for line in out.splitlines():
+        res, total = (int(v) for v in line.split())
+        resident, size = resident + min(res, total), size + total
+    return round(resident / size, 3) if size else None
+
+
+def warm_films(root: Path) -> float:
+    """Read every film once (into the page cache) and return the seconds it took."""
+    started = time.perf_counter()
+    for path in film_paths(root):
+        with open(path, "rb") as film:
+            while film.read(1 << 20):
+                pass
+    return round(time.perf_counter() - started, 2)
+
+
 def run_stage(stage: str, n: int, args: argparse.Namespace) -> dict:
     """One stage in this process (the child side of :func:`measure`), timed from its start."""
     started = time.perf_counter()
@@ -327,6 +374,8 @@ def measure(stage: str, n: int, root: Path, args: argparse.Namespace) -> dict:
     process: ``process_s``), its peak RSS, and what it reports."""
     argv = [sys.executable, __file__, "--stage", stage, "--n", str(n), "--work", args.work]
     argv += ["--root", str(root), "--steps", str(args.steps), "--n-boot", str(args.n_boot)]
+    warmed = {"warm_films_s": warm_films(root)} if args.warm else {}
+    in_page_cache = page_cache_share(root)
     started = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     out = child.stdout.read()
@@ -336,6 +385,7 @@ def measure(stage: str, n: int, root: Path, args: argparse.Namespace) -> dict:
         raise SystemExit(f"stage {stage} at N={n} failed (status {status})")
     result = json.loads(out.strip().splitlines()[-1])
     result.update(process_s=round(seconds, 2), peak_rss_mb=round(usage.ru_maxrss / 1024))
+    result.update(films_in_page_cache=in_page_cache, **warmed)
     if "images" in result:  # the films this stage worked through
         result["seconds_per_1000_images"] = round(1000 * result["seconds"] / result["images"], 3)
     return result
@@ -348,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="timed training steps")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--work", default=str(DATA_DIR / "scale"))
+    parser.add_argument(
+        "--warm", action="store_true", help="read every film before each stage (page cache)"
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -371,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  {json.dumps(stages[stage][n])}")
     result = {
         "stages": stages,
+        "warm": args.warm,  # every film read before each stage
         "machine": {
             "cpu": cpu_state(),  # model, family/model, torch's vector capability
             "cores": os.cpu_count(),
