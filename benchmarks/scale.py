@@ -297,11 +297,14 @@ def stage_notebook(name: str, root: Path, cache_dir: Path, n_boot: int, work: Pa
 
 
 def film_paths(root: Path) -> list[Path]:
-    """Every film of a tree, as its official CSVs list them (both splits)."""
+    """Every film of a tree, as its official CSVs list them (both splits): parsed without
+    listing a folder, so that looking does not warm what ``read_mura`` is timed on."""
+    from mura_lib.data.mura_csv import image_csv_name, read_image_csv
+
     paths = []
     for split in ("train", "valid"):
-        lines = (root / f"{split}_image_paths.csv").read_text().splitlines()
-        paths += [root.parent / line.strip() for line in lines if line.strip()]
+        records, _ = read_image_csv(root / image_csv_name(split), split)
+        paths += [root.parent / record.rel_path for record in records]
     return paths
 
 
