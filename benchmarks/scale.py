@@ -308,10 +308,9 @@ def film_paths(root: Path) -> list[Path]:
     return paths
 
 
-def page_cache_share(root: Path, sample: int = 400) -> float | None:
-    """The share of the bytes of a fixed, evenly spaced sample of the tree's films that the
-    page cache holds now (util-linux ``fincore``; None where it is missing)."""
-    paths = film_paths(root)
+def page_cache_share(paths: list[Path], sample: int = 400) -> float | None:
+    """The share of the bytes of a fixed, evenly spaced sample of ``paths`` (a tree's films)
+    that the page cache holds now (util-linux ``fincore``; None where it is missing)."""
     chosen = [str(p) for p in paths[:: max(1, len(paths) // sample)]]
     try:
         out = subprocess.run(
@@ -329,10 +328,10 @@ def page_cache_share(root: Path, sample: int = 400) -> float | None:
     return round(resident / size, 3) if size else None
 
 
-def warm_films(root: Path) -> float:
+def warm_films(paths: list[Path]) -> float:
     """Read every film once (into the page cache) and return the seconds it took."""
     started = time.perf_counter()
-    for path in film_paths(root):
+    for path in paths:
         with open(path, "rb") as film:
             while film.read(1 << 20):
                 pass
@@ -372,13 +371,13 @@ def _stage(stage: str, root: Path, args: argparse.Namespace) -> dict:
     raise SystemExit(f"unknown stage {stage}")
 
 
-def measure(stage: str, n: int, root: Path, args: argparse.Namespace) -> dict:
+def measure(stage: str, n: int, root: Path, films: list[Path], args: argparse.Namespace) -> dict:
     """Run a stage in a fresh process: its time (imports excluded: ``seconds``; the whole
     process: ``process_s``), its peak RSS, and what it reports."""
     argv = [sys.executable, __file__, "--stage", stage, "--n", str(n), "--work", args.work]
     argv += ["--root", str(root), "--steps", str(args.steps), "--n-boot", str(args.n_boot)]
-    warmed = {"warm_films_s": warm_films(root)} if args.warm else {}
-    in_page_cache = page_cache_share(root)
+    warmed = {"warm_films_s": warm_films(films)} if args.warm else {}
+    in_page_cache = page_cache_share(films)
     started = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     out = child.stdout.read()
@@ -421,9 +420,10 @@ def main(argv: list[str] | None = None) -> int:
         root, made = sized_tree(n)
         stages["tree"][n] = made  # as measured when the tree was made
         shutil.rmtree(Path(args.work) / f"n{n}", ignore_errors=True)  # cold cache builds
+        films = film_paths(root)  # once per tree: what --warm reads and fincore samples
         for stage in args.stages.split(","):
             log(f"N={n}: {stage}")
-            stages.setdefault(stage, {})[n] = measure(stage, n, root, args)
+            stages.setdefault(stage, {})[n] = measure(stage, n, root, films, args)
             log(f"  {json.dumps(stages[stage][n])}")
     result = {
         "stages": stages,
