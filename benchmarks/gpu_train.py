@@ -8,7 +8,7 @@ Adam, the project's weighted BCE, bf16 autocast and channels_last on CUDA, as ``
 
 * ``model_only_img_per_s``: on one pre-made, normalised batch already on the GPU;
 * ``pipeline_img_per_s``: each step fed by ``BatchLoader`` (the uint8 array resident on the
-  GPU, a new permutation per epoch) and ``Augmenter`` (the paper's flips and rotations), the
+  GPU, a new permutation per epoch) and ``Augmenter`` (the training default), the
   path ``fit`` takes. The images are a random uint8 array of MURA's training-set shape share:
   decoding is the cache's job (benchmarks/loader.py times it), not the training loop's.
 * ``ratio`` = pipeline / model-only (the goal: at least 0.9), and ``epoch_estimate_s``: MURA's
@@ -32,10 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mura_lib.data.augment import AugmentConfig, Augmenter, normalize  # noqa: E402
+from mura_lib.data.augment import Augmenter, normalize  # noqa: E402
 from mura_lib.data.batches import BatchLoader  # noqa: E402
 from mura_lib.inference.engine import autocast, to_model_input  # noqa: E402
 from mura_lib.models.build import build_model  # noqa: E402
+from mura_lib.training.config import TrainConfig  # noqa: E402
 from mura_lib.training.losses import weighted_bce  # noqa: E402
 
 MURA_TRAIN_IMAGES = 36_808
@@ -62,12 +63,12 @@ def run(args: argparse.Namespace) -> dict:
     loader = BatchLoader(
         images, labels, args.batch_size, device=device, drop_last=True, extra={"weight": weight}
     )
-    augmenter = Augmenter(AugmentConfig(rotate_degrees=30.0), seed=0)
+    augmenter = Augmenter(TrainConfig().augmentations(), seed=0)
 
     def step(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
         with autocast(device, True):
             logits = forward(to_model_input(x, cuda)).squeeze(1)
-        loss = weighted_bce(logits, y, w)
+        loss = weighted_bce(logits.float(), y, w)  # float32, as in training
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

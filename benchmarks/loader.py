@@ -14,7 +14,7 @@ What is measured (img/s unless said otherwise):
   ColorJitter(0.2, 0.2), RandomResizedCrop(S, scale=(0.85, 1)), ToTensor, Normalize(ImageNet);
   DataLoader(batch_size=32, shuffle=True, num_workers=0); batches moved to the device.
 * ``loader_img_per_s``: this project's path: cache already built, BatchLoader on the device,
-  Augmenter with ``AugmentConfig.original_project()`` (flip, rotation 15, zoom/shift of the
+  Augmenter with :func:`original_project_augmentations` (flip, rotation 15, zoom/shift of the
   same range as the crop, brightness/contrast 0.2), normalised float batches on the device.
 * ``model_only_train_img_per_s``: ResNet18 training steps (1 input channel, 1 logit, Adam,
   BCE) on one pre-made batch already on the device; warm-up steps excluded.
@@ -46,7 +46,16 @@ import torch
 from torch import nn
 
 from mura_lib.config import IMAGENET_MEAN, IMAGENET_STD
-from mura_lib.data.augment import AugmentConfig, Augmenter
+from mura_lib.data.augment import (
+    Augmenter,
+    Brightness,
+    Contrast,
+    HFlip,
+    Rotate,
+    Scale,
+    Transform,
+    Translate,
+)
 from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import ImageCache, build_cache
 
@@ -146,6 +155,17 @@ def time_seed_loader(
         n += len(images)
     sync(device)
     return n / (time.perf_counter() - started)
+
+
+def original_project_augmentations() -> list[Transform]:
+    """The augmentation family of the project we grew from, in this project's transforms.
+
+    Its RandomResizedCrop(scale=(0.85, 1.0)), after the rotation, cropped 85-100 % of the area
+    and resized it back: an isotropic zoom of 1 to 1/sqrt(0.85) = 1.085 with the crop anywhere
+    inside the image, i.e. a shift of up to (1 - 1/1.085) / 2 = 4 % of the side.
+    """
+    geometric = [HFlip(), Rotate(15.0), Translate(0.04), Scale(1.0, 1.085)]
+    return [*geometric, Brightness(0.2), Contrast(0.2)]
 
 
 def endless_batches(loader: BatchLoader, augmenter: Augmenter) -> Iterator[tuple]:
@@ -311,7 +331,7 @@ def run_benchmark(args: argparse.Namespace, device: torch.device) -> dict[str, o
         cache, args.batch_size, device=device, seed=args.seed, drop_last=True
     )
     result["loader_residency"] = loader.residency
-    augmenter = Augmenter(AugmentConfig.original_project(), seed=args.seed)
+    augmenter = Augmenter(original_project_augmentations(), seed=args.seed)
     log("this project's loader: cached batches + augmentation")
     result.update(time_loader(loader, augmenter, device, min_images=max(2000, 2 * len(cache))))
 

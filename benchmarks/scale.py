@@ -208,9 +208,10 @@ def stage_train(root: Path, arch: str, size: int, cache_dir: Path, steps: int) -
     import numpy as np
     import torch
 
-    from mura_lib.data.augment import AugmentConfig, Augmenter
+    from mura_lib.data.augment import Augmenter
     from mura_lib.data.batches import BatchLoader
     from mura_lib.models.build import build_model
+    from mura_lib.training.config import TrainConfig
     from mura_lib.training.loop import train_one_epoch
     from mura_lib.training.losses import image_loss_weights
 
@@ -221,7 +222,7 @@ def stage_train(root: Path, arch: str, size: int, cache_dir: Path, steps: int) -
     loader = BatchLoader(train.images, labels, batch, extra={"weight": weight}, shuffle=True)
     model = build_model(arch, "none", trainable="all")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    augmenter = Augmenter(AugmentConfig(rotate_degrees=30.0), seed=0)
+    augmenter = Augmenter(TrainConfig().augmentations(), seed=0)
     train_one_epoch(model, FirstSteps(loader, 1), augmenter, optimizer, 0)  # warm-up
     started = time.perf_counter()
     train_one_epoch(model, FirstSteps(loader, steps), augmenter, optimizer, 1)

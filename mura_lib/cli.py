@@ -68,11 +68,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from mura_lib.data.origin import SYNTHETIC
+    from mura_lib.inference.ensemble import load_source
     from mura_lib.inference.predict import predict_paths
 
-    results = predict_paths(
-        args.checkpoint, args.paths, device=args.device, cam_dir=args.cam, tta=args.tta
-    )
+    # Checkpoints written before training_data was recorded carry no kind: no warning.
+    source = load_source(args.checkpoint)
+    kinds = [ckpt.get("training_data", {}).get("kind") for ckpt in source.checkpoints]
+    if SYNTHETIC in kinds:
+        who = (
+            f"{kinds.count(SYNTHETIC)} of the {len(kinds)} members of {args.checkpoint} were"
+            if source.is_ensemble
+            else f"{args.checkpoint} was"
+        )
+        print(
+            f"warning: {who} trained on synthetic films (mura_lib.synthetic), not radiographs: "
+            "these outputs say nothing about radiographs",
+            file=sys.stderr,
+        )
+    results = predict_paths(source, args.paths, device=args.device, cam_dir=args.cam, tta=args.tta)
     for result in results:
         print(json.dumps(result))
     return 0
@@ -109,17 +123,30 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field (``--image-size``, ``--no-amp`` ...), same defaults."""
-    from mura_lib.training.config import TrainConfig
+    """One option per TrainConfig field (``--image-size``, ``--no-amp`` ...), same defaults;
+    its help is the field's comment in TrainConfig, its choices those of CHOICES."""
+    from mura_lib.training.config import CHOICES, TrainConfig, field_docs
 
+    docs = field_docs()
     group = parser.add_argument_group("training parameters (see TrainConfig)")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
+        shown = '""' if field.default == "" else field.default
+        help_text = f"{docs[field.name]} (default: {shown})".replace("%", "%%")  # argparse's %
         if isinstance(field.default, bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            action = argparse.BooleanOptionalAction
+            group.add_argument(flag, action=action, default=field.default, help=help_text)
+        elif field.name in CHOICES:
+            group.add_argument(
+                flag, default=field.default, choices=CHOICES[field.name], help=help_text
+            )
         else:
             group.add_argument(
-                flag, type=type(field.default), default=field.default, metavar=field.name.upper()
+                flag,
+                type=type(field.default),
+                default=field.default,
+                metavar=field.name.upper(),
+                help=help_text,
             )
 
 

@@ -22,7 +22,9 @@ MODELS_DIR = PROJ_ROOT / "models"
 # MURA_CACHE_DIR moves it (e.g. to a fast local disk on a cluster).
 CACHE_DIR = Path(os.environ.get("MURA_CACHE_DIR", PROJ_ROOT / "cache"))
 
-# Body parts as they appear in MURA folder names (without the "XR_" prefix), in the paper's order.
+# MURA's seven body parts as they appear in its folder names (without the "XR_" prefix), in the
+# paper's order. Not a closed list: every XR_<PART> folder of a tree is a body part, and other
+# parts follow MURA's in sorted order (mura_lib.data.mura_layout.ordered_parts).
 BODY_PARTS = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
 SPLITS = ("train", "valid")
 

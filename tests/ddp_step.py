@@ -14,11 +14,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from mura_lib.data.augment import AugmentConfig, Augmenter
+from mura_lib.data.augment import (
+    Augmenter,
+    Brightness,
+    Contrast,
+    HFlip,
+    Rotate,
+    Scale,
+    Translate,
+)
 from mura_lib.data.batches import BatchLoader
 from mura_lib.models.build import build_model, set_trainable
 from mura_lib.training.distributed import init_distributed, shutdown, wrap_for_ddp
 from mura_lib.training.loop import train_one_epoch
+from mura_lib.training.losses import weighted_bce
 
 GLOBAL_BATCH = 16
 
@@ -34,8 +43,8 @@ def main(out: str) -> None:
     loader = BatchLoader(
         images, labels, GLOBAL_BATCH, shuffle=True, seed=3, extra={"weight": weights}, **shard
     )
-    config = AugmentConfig(rotate_degrees=20.0, translate=0.1, brightness=0.2, contrast=0.2)
-    augmenter = Augmenter(config, seed=3, **shard)
+    transforms = [HFlip(), Translate(0.1), Rotate(20.0), Scale(), Brightness(0.2), Contrast(0.2)]
+    augmenter = Augmenter(transforms, seed=3, **shard)
     torch.manual_seed(0)
     model = build_model("small_cnn")
     convolutions = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -45,7 +54,7 @@ def main(out: str) -> None:
     # gradients. (Adam's first step divides by |gradient|, which turns the float noise of a
     # near-zero gradient, summed in another order, into a step of lr.)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    train_one_epoch(trained, loader, augmenter, optimizer, epoch=0)
+    train_one_epoch(trained, loader, augmenter, optimizer, epoch=0, criterion=weighted_bce)
     if ctx.is_main:
         torch.save(model.state_dict(), out)
     shutdown(ctx)

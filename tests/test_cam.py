@@ -1,4 +1,4 @@
-"""Class activation maps: shape, the mean-equals-logit identity, localisation, other models."""
+"""Class activation maps: shape, Grad-CAM equal to the CAM, localisation, every backbone, films."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from mura_lib.data.augment import normalize
-from mura_lib.errors import ConfigError
 from mura_lib.models.build import build_model
-from mura_lib.models.cam import cam_overlay, class_activation_maps
+from mura_lib.models.cam import (
+    NoSpatialMapError,
+    cam_on_film,
+    cam_overlay,
+    cam_unavailable,
+    class_activation_maps,
+)
 
 pytest_plugins = ["fixtures_training"]  # one_torch_thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -76,24 +81,25 @@ def test_shape_and_logits_match_the_model(patch_model):
     assert min(logits[1], logits[2]) > logits[0] + 10
 
 
-def test_spatial_mean_equals_the_logit(patch_model):
-    """The CAM's mean equals the logit (global average pooling, then a linear layer).
+def test_grad_cam_is_the_cam_up_to_scale_and_bias(patch_model):
+    """For global average pooling and a linear layer, Grad-CAM is the CAM ``w . f + b`` less
+    the bias, divided by the h * w cells; so its mean times h * w, plus the bias, is the logit.
 
-    Exact at the feature resolution; the returned map is upsampled bilinearly
-    (align_corners=False) by an integer factor (32 here), which keeps the mean: with the edge
-    clamping each source cell spreads a total weight of exactly factor**2. So only float
-    rounding separates the two.
+    The returned map is upsampled bilinearly (align_corners=False) by an integer factor (32
+    here), which keeps the mean; so only float rounding separates the two.
     """
     x = patch_images(torch.Generator().manual_seed(2), 4, [None, (0, 0), (48, 48), (20, 30)])
     cams, logits = class_activation_maps(patch_model, x)
-    torch.testing.assert_close(cams.mean(dim=(1, 2)), logits, rtol=1e-5, atol=1e-4)
+    cells, bias = 2 * 2, patch_model.fc.bias.item()  # layer4 is 2 x 2 at S=64
+    torch.testing.assert_close(cams.mean(dim=(1, 2)) * cells + bias, logits, rtol=1e-5, atol=1e-4)
 
 
-def test_one_feature_cell_gives_a_flat_map_equal_to_the_logit(patch_model):
-    # at S=32 layer4 is 1 x 1: the CAM is that one value everywhere, exactly the logit
+def test_one_feature_cell_gives_a_flat_map(patch_model):
+    # at S=32 layer4 is 1 x 1: the map is that one value everywhere, the logit less the bias
     x = normalize(torch.randint(0, 255, (2, 1, 32, 32), dtype=torch.uint8))
     cams, logits = class_activation_maps(patch_model, x)
-    torch.testing.assert_close(cams, logits[:, None, None].expand(-1, 32, 32))
+    expected = (logits - patch_model.fc.bias.item())[:, None, None].expand(-1, 32, 32)
+    torch.testing.assert_close(cams, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -118,20 +124,50 @@ def test_training_mode_is_restored(patch_model):
         patch_model.eval()
 
 
-def test_densenet_maps():
+@pytest.mark.parametrize(
+    "arch",
+    ["densenet121", "efficientnet_b0", "convnext_tiny", "timm/resnet10t", "timm/convnext_atto"],
+)
+def test_every_convolutional_backbone_has_maps(arch):
     torch.manual_seed(0)
-    model = build_model("densenet121", "none").eval()
+    model = build_model(arch, "none").eval()
     x = torch.randn(2, 1, S, S)
     cams, logits = class_activation_maps(model, x)
-    assert cams.shape == (2, S, S)
-    torch.testing.assert_close(cams.mean(dim=(1, 2)), logits, rtol=1e-5, atol=1e-4)
+    assert cams.shape == (2, S, S) and torch.isfinite(cams).all()
+    assert cams.std() > 0  # a map, not a constant
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(x).squeeze(1))
+    assert cam_unavailable(model, S) is None
 
 
-def test_unsupported_architecture():
-    model = build_model("efficientnet_b0", "none")
-    expected = "for ResNet, DenseNet and SmallCNN models, not EfficientNet$"
-    with pytest.raises(ConfigError, match=expected):
-        class_activation_maps(model, torch.zeros(1, 1, 32, 32))
+def test_a_vision_transformer_gets_one_line():
+    model = build_model("timm/vit_tiny_patch16_224", "none")
+    reason = cam_unavailable(model, 224)
+    assert reason is not None and "\n" not in reason
+    assert "VisionTransformer" in reason and "convolutional backbone" in reason
+    with pytest.raises(NoSpatialMapError, match="no spatial feature map"):
+        class_activation_maps(model, torch.zeros(1, 1, 224, 224))
+
+
+def test_maps_work_under_inference_mode(patch_model):
+    """`mura predict` runs under torch.inference_mode; Grad-CAM needs gradients all the same."""
+    x = patch_images(torch.Generator().manual_seed(4), 1, [(4, 4)])
+    with torch.inference_mode():
+        cams, _ = class_activation_maps(patch_model, x)
+    assert cams.shape == (1, S, S)
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "stretch"])
+def test_map_on_the_film_keeps_the_film_size_and_the_peak(resize):
+    """A film 420 high and 512 wide; letterboxed into 64 x 64 it fills rows 6-57."""
+    cam = np.zeros((S, S), dtype=np.float32)
+    cam[20:24, 40:44] = 1.0  # inside the box; centre (22, 42) in input pixels
+    on_film = cam_on_film(cam, (420, 512), resize)
+    assert on_film.shape == (420, 512)
+    rows, cols = np.nonzero(on_film >= 0.99 * on_film.max())
+    top, box_h = (6, 52) if resize == "letterbox" else (0, S)
+    assert abs(rows.mean() - (22 - top) * 420 / box_h) < 2
+    assert abs(cols.mean() - 42 * 512 / S) < 2
 
 
 @pytest.mark.parametrize("cam", [np.linspace(-1, 3, 32 * 32).reshape(32, 32), np.ones((32, 32))])

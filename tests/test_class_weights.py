@@ -31,7 +31,7 @@ def frame() -> pd.DataFrame:
 
 def test_study_counts(frame: pd.DataFrame) -> None:
     counts = study_counts(frame)
-    assert list(counts.index) == ["ELBOW", "WRIST"]  # BODY_PARTS order
+    assert list(counts.index) == ["ELBOW", "WRIST"]  # the paper's order
     assert counts.loc["WRIST"].to_dict() == {"n_normal": 3, "n_abnormal": 1}
     assert counts.loc["ELBOW"].to_dict() == {"n_normal": 1, "n_abnormal": 1}
 
@@ -43,6 +43,15 @@ def test_paper_part_weights(frame: pd.DataFrame) -> None:
     assert w.loc["WRIST", "w_abnormal"] == pytest.approx(0.75)
     assert w.loc["WRIST", "w_normal"] == pytest.approx(0.25)
     assert w.loc["ELBOW", ["w_abnormal", "w_normal"]].tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_other_parts_get_their_own_weights_after_muras(frame: pd.DataFrame) -> None:
+    # KNEE (LERA's): 2 normal, 1 abnormal; listed after MURA's parts, whatever the row order
+    knee = [Study("train", "KNEE", 9, 1, 0), Study("train", "KNEE", 10, 1, 0),
+            Study("train", "KNEE", 11, 1, 1)]  # fmt: skip
+    w = paper_part_weights(pd.concat([frame_of(knee), frame], ignore_index=True))
+    assert list(w.index) == ["ELBOW", "WRIST", "KNEE"]
+    assert w.loc["KNEE", ["w_abnormal", "w_normal"]].tolist() == pytest.approx([2 / 3, 1 / 3])
 
 
 def test_paper_weights_on_table1_counts() -> None:

@@ -20,6 +20,7 @@ from mura_lib.data.describe import (
     describe_index,
     describe_mura,
     matches_table1,
+    parts_note,
     table1_counts,
 )
 from mura_lib.data.mura import MuraIndex
@@ -77,6 +78,48 @@ def test_comparison_of_a_subset(table1_frame: pd.DataFrame) -> None:
     )
     assert "Counts differ from the paper's Table 1 (36808 images here, 40005 there)" in text
     assert "train: 13457 studies (8280 normal, 5177 abnormal), 36808 images, 11184 patients" in text
+
+
+def test_a_tree_with_other_parts_is_counted_and_said_not_to_be_mura(
+    table1_frame: pd.DataFrame,
+) -> None:
+    # MURA's exact counts with HUMERUS renamed KNEE: every count but the part names agrees
+    frame = table1_frame.assign(body_part=table1_frame["body_part"].replace("HUMERUS", "KNEE"))
+    counts = count_table(frame)
+    parts = [p for p in BODY_PARTS if p != "HUMERUS"]
+    assert list(counts.loc["train"].index) == [*parts, "KNEE", "total"]
+    assert counts.loc[("valid", "KNEE"), "n_images"] == PAPER_TABLE1.loc["HUMERUS", "valid_images"]
+    table = table1_counts(frame)  # Table 1's rows: KNEE has none, HUMERUS is empty
+    assert list(table.index) == list(PAPER_TABLE1.index)
+    assert table.loc["HUMERUS"].sum() == 0 and table.loc["total", "train_images"] == 36808
+    assert not matches_table1(frame)
+    text = describe_index(
+        MuraIndex(Path("/x"), frame, pd.DataFrame(columns=["path", "reason"]), {"train": "csv"})
+    )
+    assert re.search(r"\nKNEE\s+68\s+67\s+135\s+288\s", text)  # valid: last KNEE row
+    note = (
+        "This tree is not MURA-v1.1: its body parts differ from MURA's seven (extra: KNEE; "
+        "missing: HUMERUS); the paper's Table 1 covers MURA's parts only."
+    )
+    assert note in text.splitlines() and "Counts differ" not in text
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (BODY_PARTS, None),
+        ([*BODY_PARTS, "HIP", "FOOT"], "(extra: FOOT, HIP)"),
+        (["WRIST", "HAND"], "(missing: ELBOW, FINGER, FOREARM, HUMERUS, SHOULDER)"),
+        (["ANKLE", "ELBOW"], "(extra: ANKLE; missing: FINGER, FOREARM, HAND, HUMERUS,"),
+    ],
+)
+def test_parts_note_names_the_extra_and_missing_parts(parts, expected) -> None:
+    note = parts_note(parts)
+    if expected is None:
+        assert note is None
+    else:
+        assert note.startswith("This tree is not MURA-v1.1: its body parts differ from MURA's")
+        assert expected in note and "\n" not in note
 
 
 def test_describe_text(mura_tree: Path) -> None:

@@ -1,4 +1,4 @@
-"""Loss weights (paper, class, none) from study counts, and the weighted BCE."""
+"""Loss weights (paper, class, none) from study counts, and the named criteria (BCE, focal)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mura_lib.errors import ConfigError
-from mura_lib.training.losses import image_loss_weights, weighted_bce
+from mura_lib.training.losses import LOSSES, focal, image_loss_weights, weighted_bce
 
 
 def frame_of(rows: list[tuple[str, str, int, int]]) -> pd.DataFrame:
@@ -93,12 +93,13 @@ def test_weighted_bce_against_the_formula():
     assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-6)
 
 
-def test_weighted_bce_is_float32_under_bfloat16():
-    logits = torch.tensor([2.0, -1.0], dtype=torch.bfloat16)
-    loss = weighted_bce(logits, torch.tensor([1, 0]), torch.ones(2))
-    assert loss.dtype == torch.float32
-    expected = weighted_bce(logits.float(), torch.tensor([1, 0]), torch.ones(2))
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_criteria_compute_in_the_dtype_of_the_logits(name, dtype):
+    # the loop hands them float32 logits, validation float64 (labels int, weights float32)
+    logits = torch.tensor([2.0, -1.0, 0.3], dtype=dtype)
+    loss = LOSSES[name](logits, torch.tensor([1, 0, 0]), torch.ones(3))
+    assert loss.dtype == dtype and loss.dim() == 0
 
 
 def test_weighted_bce_gradient_flows_to_the_logits():
@@ -106,3 +107,44 @@ def test_weighted_bce_gradient_flows_to_the_logits():
     weighted_bce(logits, torch.tensor([1, 0, 1]), torch.tensor([1.0, 2.0, 0.0])).backward()
     # d/dz of w * BCE at z=0 is w * (sigmoid(0) - y) / n
     torch.testing.assert_close(logits.grad, torch.tensor([-0.5, 1.0, 0.0]) / 3)
+
+
+def test_focal_against_the_formula():
+    logits = torch.tensor([2.0, -1.0, 0.5, -3.0], dtype=torch.float64)
+    labels = torch.tensor([1, 0, 0, 1])
+    weights = torch.tensor([0.75, 0.25, 2.0, 1.0])
+
+    def term(z: float, y: int, w: float) -> float:
+        p_true = 1 / (1 + math.exp(-z)) if y else 1 / (1 + math.exp(z))
+        return -w * (1 - p_true) ** 2 * math.log(p_true)  # Lin et al. 2017, gamma 2
+
+    rows = zip(logits.tolist(), labels.tolist(), weights.tolist(), strict=True)
+    terms = [term(*row) for row in rows]
+    loss = focal(logits, labels, weights)
+    assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-12)
+
+
+def test_focal_with_gamma_zero_is_the_weighted_bce():
+    logits, labels, weights = (
+        torch.linspace(-3, 3, 8),
+        torch.tensor([0, 1] * 4),
+        torch.linspace(0.5, 2, 8),
+    )
+    torch.testing.assert_close(
+        focal(logits, labels, weights, 0.0), weighted_bce(logits, labels, weights)
+    )
+
+
+def test_focal_counts_an_easy_image_less_than_the_bce_does():
+    easy, hard = torch.tensor([4.0]), torch.tensor([-1.0])  # both abnormal
+    label, weight = torch.tensor([1]), torch.ones(1)
+    ratio_easy = focal(easy, label, weight) / weighted_bce(easy, label, weight)
+    ratio_hard = focal(hard, label, weight) / weighted_bce(hard, label, weight)
+    assert ratio_easy < 0.001 and ratio_hard > 0.5
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_criterion_gives_the_logits_a_gradient(name):
+    logits = torch.tensor([1.0, -0.5, 0.2], requires_grad=True)
+    LOSSES[name](logits, torch.tensor([0, 1, 1]), torch.tensor([1.0, 2.0, 0.5])).backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad != 0).all()

@@ -21,6 +21,7 @@ from mura_lib.data.mura_layout import (
     SKIP_NOT_PNG,
     SKIP_STRAY_FILE,
     SKIP_UNLISTED,
+    ordered_parts,
 )
 from mura_lib.errors import MuraFormatError
 
@@ -63,6 +64,29 @@ def test_csv_variants_and_walk_give_the_same_frame(make_tree, header: bool, crlf
     assert from_walk.source == {"train": "walk", "valid": "walk"}
     pd.testing.assert_frame_equal(from_csv.frame, from_walk.frame)
     pd.testing.assert_frame_equal(from_csv.frame, frame_of(default_studies(), root))
+
+
+@pytest.mark.parametrize("csv", [True, False])
+def test_every_xr_folder_is_a_body_part(make_tree, csv: bool) -> None:
+    # LERA's lower extremity beside a MURA part; digits and underscores are allowed too
+    studies = [
+        Study(split, part, patient, 1, label, views)
+        for split, first in (("train", 1), ("valid", 11185))
+        for i, part in enumerate(("KNEE", "WRIST", "FOOT", "LOWER_LEG2"))
+        for patient, label, views in ((first + i, 0, 1), (first + 10 + i, 1, 2))
+    ]
+    root = make_tree(studies, csv=csv)
+    frame = read_mura(root)
+    pd.testing.assert_frame_equal(frame, frame_of(studies, root))
+    assert ordered_parts(frame["body_part"]) == ["WRIST", "FOOT", "KNEE", "LOWER_LEG2"]
+
+
+def test_ordered_parts_puts_muras_first_in_the_papers_order() -> None:
+    assert ordered_parts(["KNEE", "WRIST", "ANKLE", "ELBOW", "WRIST"]) == [
+        "ELBOW", "WRIST", "ANKLE", "KNEE"
+    ]  # fmt: skip
+    assert ordered_parts(reversed(BODY_PARTS)) == list(BODY_PARTS)
+    assert ordered_parts([]) == []
 
 
 def test_tree_without_csv_is_walked(make_tree) -> None:
@@ -193,8 +217,8 @@ def test_folder_that_is_not_mura(tmp_path: Path) -> None:
         ("hello.png", r"'hello\.png' does not start with MURA-v1\.1/"),
         ("MURA-v1.1/valid/XR_HAND/patient11185/study1_positive/image1.png",
          r"is not a train path"),
-        ("MURA-v1.1/train/XR_FOOT/patient00001/study1_positive/image1.png",
-         r"unknown body-part folder 'XR_FOOT'"),
+        ("MURA-v1.1/train/XR_foot/patient00001/study1_positive/image1.png",
+         r"'XR_foot' in .* is not a body-part folder; expected XR_<PART>, PART in capitals"),
         ("MURA-v1.1/train/XR_HAND/patient00001/study1/image1.png", r"is not a MURA image path"),
         ("MURA-v1.1/train/XR_HAND/patient00001/study1_positive/img1.png",
          r"is not a MURA image path"),
@@ -234,7 +258,7 @@ def test_duplicate_image_line(mura_tree: Path) -> None:
          r"line 1: label 1 contradicts the folder name 'study1_negative' \(_negative means 0\)"),
         (lambda line: line.replace(",0", ",yes"), r"line 1: label 'yes' is not 0 \(normal\)"),
         (lambda line: line.replace(",0", ""), r"line 1: expected '<study folder>,<label>'"),
-        (lambda line: line.replace("XR_ELBOW", "XR_KNEE"), r"line 1: unknown body-part folder"),
+        (lambda line: line.replace("XR_ELBOW", "hand"), r"line 1: 'hand' in .* is not a body-part"),
     ],
 )  # fmt: skip
 def test_bad_study_csv_line(mura_tree: Path, edit, message: str) -> None:
@@ -319,7 +343,8 @@ def test_non_utf8_csv(mura_tree: Path) -> None:
 @pytest.mark.parametrize(
     ("folder", "message"),
     [
-        ("train/XR_FOOT", r"XR_FOOT: unknown body-part folder 'XR_FOOT'; MURA-v1\.1 has only "),
+        ("train/XR_Foot", r"XR_Foot: 'XR_Foot' is not a body-part folder; expected XR_<PART>"),
+        ("train/XR_", r"XR_: 'XR_' is not a body-part folder"),
         ("train/XR_HAND/john", r"john: expected a patient folder named patient<NNNNN>"),
         ("train/XR_HAND/patient00001/study3", r"study3: expected a study folder named"),
     ],

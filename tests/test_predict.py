@@ -127,9 +127,10 @@ def test_cam_overlays(best, two_view_study, tmp_path):
     assert with_cam[0]["view_probs"] == pytest.approx(without[0]["view_probs"], abs=1e-6)
     names = sorted(p.name for p in cams.iterdir())
     assert names == [f"XR_HAND_patient11190_{two_view_study.name}_image{v}_cam.png" for v in (1, 2)]
-    size = torch.load(best, weights_only=True)["image_size"]
-    with Image.open(cams / names[0]) as overlay:
-        assert overlay.mode == "RGB" and overlay.size == (size, size)
+    for view, name in zip(("image1.png", "image2.png"), names, strict=True):
+        with Image.open(two_view_study / view) as film, Image.open(cams / name) as overlay:
+            assert overlay.mode == "RGB" and overlay.size == film.size  # over the film
+    assert torch.load(best, weights_only=True)["image_size"] != film.size[0]
 
 
 def test_cam_file_names_never_collide():

@@ -130,6 +130,16 @@ def test_report_on_a_bad_file_names_it(tmp_path: Path) -> None:
         evaluation_report(path, 0.5, n_boot=0)
 
 
+def test_other_parts_follow_muras_with_no_paper_reference() -> None:
+    # LERA's parts in place of two of MURA's: listed after MURA's, in sorted order
+    renamed = _predictions().replace({"body_part": {"ELBOW": "KNEE", "HAND": "ANKLE"}})
+    report = evaluation_report(renamed, 0.5, n_boot=0)
+    parts = [p for p in BODY_PARTS if p not in ("ELBOW", "HAND")]
+    assert list(report["study"]["by_body_part"]) == [*parts, "ANKLE", "KNEE"]
+    table = per_part_table(report, PAPER_TEST_KAPPA).set_index("body_part")
+    assert np.isnan(table.loc["KNEE", "reference"]) and table.loc["KNEE", "n"] == 20
+
+
 def test_without_bootstrap_there_are_no_intervals() -> None:
     report = evaluation_report(_predictions(), 0.5, n_boot=0, how="max")
     assert report["study"]["overall"]["ci"] == {} and report["aggregation"] == "max"

@@ -16,6 +16,7 @@ from PIL import Image
 
 from mura_lib.config import BODY_PARTS, DATA_SAMPLE_DIR, SAMPLE_ROOT
 from mura_lib.data import read_mura
+from mura_lib.data.origin import SYNTHETIC_MARKER, is_synthetic
 from mura_lib.errors import ConfigError, MuraError
 from mura_lib.synthetic import (
     PROFILES,
@@ -90,6 +91,17 @@ def test_layout_and_headerless_csvs(tiny_tree: Path) -> None:
             assert sorted(views) == list(range(1, len(views) + 1))
     on_disk = {str(p.relative_to(tiny_tree.parent)) for p in tiny_tree.rglob("*.png")}
     assert on_disk == set(_listed(tiny_tree))
+
+
+def test_the_tree_says_it_is_synthetic_even_when_copied_alone(
+    tiny_tree: Path, tmp_path: Path
+) -> None:
+    marker = (tiny_tree / SYNTHETIC_MARKER).read_text()
+    assert "profile tiny, seed 0" in marker and "not radiographs" in marker
+    copy = tmp_path / "MURA-v1.1"  # the folder alone, without synthetic_truth.csv beside it
+    copy.mkdir()
+    (copy / SYNTHETIC_MARKER).write_text(marker)
+    assert is_synthetic(tiny_tree) and is_synthetic(copy)
 
 
 def test_the_project_reader_accepts_the_tree(tiny_tree: Path) -> None:
@@ -257,6 +269,7 @@ def test_committed_sample_is_valid_small_and_regenerates_bit_for_bit(tmp_path: P
         "train_labeled_studies.csv",
         "valid_image_paths.csv",
         "valid_labeled_studies.csv",
+        SYNTHETIC_MARKER,
     ):
         assert (fresh / name).read_bytes() == (SAMPLE_ROOT / name).read_bytes(), name
     assert (tmp_path / TRUTH_NAME).read_bytes() == (DATA_SAMPLE_DIR / TRUTH_NAME).read_bytes()

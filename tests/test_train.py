@@ -6,16 +6,21 @@ import shutil
 import subprocess
 import sys
 from dataclasses import asdict, replace
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import mura_lib.training.train as train_module
 from mura_lib import __version__
 from mura_lib.data import read_mura, split_by_patient
 from mura_lib.errors import ConfigError
 from mura_lib.training.config import TrainConfig
+from mura_lib.training.live_log import SCALARS
+from mura_lib.training.losses import weighted_bce
 from mura_lib.training.train import fit
 
 pytest_plugins = ["fixtures_training"]  # tiny_tree, tiny_config, trained_run
@@ -38,6 +43,22 @@ def assert_same_history(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(actual[REPEATABLE], expected[REPEATABLE], check_exact=True)
 
 
+def assert_scalars_match_history(run: Path) -> None:
+    """The run's TensorBoard scalars are history.csv's numbers, one step per epoch, once each."""
+    history = pd.read_csv(run / "history.csv")
+    accumulator = EventAccumulator(str(run))
+    accumulator.Reload()  # every event file of the folder, in order, as TensorBoard reads them
+    logged_tags = accumulator.Tags()["scalars"]
+    for column, tag in SCALARS.items():
+        rows = history[history[column].notna()]
+        expected = [
+            (int(e), float(v))
+            for e, v in zip(rows["epoch"], rows[column].astype(np.float32), strict=True)
+        ]
+        logged = [(e.step, e.value) for e in accumulator.Scalars(tag)] if tag in logged_tags else []
+        assert logged == expected, tag
+
+
 def assert_same_weights(path_a, path_b) -> None:
     a = torch.load(path_a, weights_only=True)["model"]
     b = torch.load(path_b, weights_only=True)["model"]
@@ -49,8 +70,10 @@ def assert_same_weights(path_a, path_b) -> None:
 def test_run_writes_its_files(trained_run):
     out, summary = trained_run
     names = {p.name for p in out.iterdir()}
+    events = {name for name in names if name.startswith("events.out.tfevents.")}
+    assert len(events) == 1  # TensorBoard's live log (mura_lib.training.live_log)
     # no temporary file; .lock is the folder's lock file (mura_lib.locks), free once fit returns
-    assert names == {"best.pt", "last.pt", "history.csv", "val_predictions.csv", ".lock"}
+    assert names - events == {"best.pt", "last.pt", "history.csv", "val_predictions.csv", ".lock"}
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3] and summary["epochs_run"] == 3
     assert {"train_loss", "val_loss", "study_kappa", "study_auroc", "lr"} <= set(history.columns)
@@ -142,6 +165,35 @@ def test_resume_equals_the_uninterrupted_run(
     for name in ("best.pt", "last.pt"):
         assert_same_weights(out / name, out_a / name)
     assert (out / "val_predictions.csv").read_text() == (out_a / "val_predictions.csv").read_text()
+    assert_scalars_match_history(out)  # one event file per session, each epoch logged once
+
+
+def test_tensorboard_scalars_match_the_history(trained_run):
+    assert_scalars_match_history(trained_run[0])
+
+
+def test_an_epoch_logged_but_not_saved_is_logged_once_after_resuming(
+    tmp_path, monkeypatch, tiny_tree, tiny_config
+):
+    config = replace(tiny_config, arch="small_cnn", epochs=2)
+    real_save = train_module.save_checkpoint
+
+    def killed_before_last_pt(state, path):
+        if Path(path).name == "last.pt" and state["epoch"] == 1:
+            raise KeyboardInterrupt  # epoch 2's scalars are on disk, its last.pt is not
+        return real_save(state, path)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killed_before_last_pt)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_tree, tmp_path, config, progress="none")
+    monkeypatch.undo()
+    accumulator = EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Scalars(SCALARS["val_loss"])] == [1, 2]
+
+    fit(tiny_tree, tmp_path, config, resume=True, progress="none")
+    assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [1, 2]
+    assert_scalars_match_history(tmp_path)  # epoch 2 once: the resumed writer purged the first
 
 
 def test_resuming_a_finished_run_trains_no_more(tmp_path, tiny_tree, tiny_config, trained_run):
@@ -161,6 +213,8 @@ def test_overwrite_starts_again(tmp_path, tiny_tree, tiny_config, trained_run):
     assert summary["epochs_run"] == 1
     assert len(pd.read_csv(out / "history.csv")) == 1
     assert torch.load(out / "best.pt", weights_only=True)["train_args"]["epochs"] == 1
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1  # the old run's went with it
+    assert_scalars_match_history(out)
 
 
 def test_refuses_to_clobber_a_run(tiny_tree, tiny_config, trained_run):
@@ -213,6 +267,7 @@ def test_bad_patiences_are_refused_before_any_work(tmp_path, tiny_config):
         ({"image_size": 8}, "image_size >= 16"),
         ({"lr": 0.0}, "lr > 0"),
         ({"select_metric": "accuracy"}, "unknown selection metric 'accuracy'"),
+        ({"loss": "hinge"}, r"loss='hinge': use one of \('bce', 'focal'\)"),
     ],
 )
 def test_config_validation(change, message):
@@ -224,6 +279,28 @@ def test_config_from_params_takes_the_fields_and_ignores_the_rest():
     # a notebook's globals or a profile's parameters hold other names too
     config = TrainConfig.from_params({"epochs": 4, "lr": 3e-4, "data_root": "/x", "S": 1})
     assert config == TrainConfig(epochs=4, lr=3e-4)
+
+
+@pytest.mark.parametrize("study_level", [False, True])
+def test_the_default_validation_loss_is_the_weighted_bce_of_the_probabilities(study_level):
+    # the criterion sees the logits of the clipped probabilities; the loss must be the BCE of
+    # the probabilities themselves, computed directly (float64, as the selection compares it)
+    frame = pd.DataFrame(
+        {
+            "study_id": ["a", "a", "b", "c", "c", "d", "e"],
+            "body_part": ["HAND"] * 7,
+            "label": [1, 1, 0, 1, 1, 0, 1],
+        }
+    )
+    # study-level: every view carries its study's probability; 0 and 1 are clipped
+    probs = np.array([0.9, 0.9, 0.2, 1.0, 1.0, 0.0, 0.0], dtype=np.float32)
+    weights = np.array([0.75, 0.75, 0.25, 0.75, 0.75, 0.25, 0.75], dtype=np.float32)
+    y, p = frame["label"].to_numpy(), np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    terms = weights * -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    if study_level:
+        terms = terms[~frame["study_id"].duplicated().to_numpy()]
+    metrics = train_module._validation_metrics(frame, probs, weights, weighted_bce, study_level)
+    assert metrics["val_loss"] == pytest.approx(terms.mean(), rel=1e-12)
 
 
 def test_config_module_does_not_import_torch():

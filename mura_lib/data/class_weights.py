@@ -23,7 +23,7 @@ from typing import Literal
 
 import pandas as pd
 
-from mura_lib.config import BODY_PARTS
+from mura_lib.data.mura_layout import ordered_parts
 from mura_lib.errors import ConfigError
 
 
@@ -31,14 +31,14 @@ def study_counts(frame: pd.DataFrame) -> pd.DataFrame:
     """Normal and abnormal study counts per body part of the rows passed in.
 
     Returns:
-        A DataFrame indexed by `body_part` (the parts present, in BODY_PARTS order) with
-        integer columns `n_normal` and `n_abnormal`.
+        A DataFrame indexed by `body_part` (the parts present, MURA's seven first; see
+        :func:`~mura_lib.data.mura_layout.ordered_parts`) with integer columns `n_normal` and
+        `n_abnormal`.
     """
     studies = frame.drop_duplicates("study_id")
     counts = pd.crosstab(studies["body_part"], studies["label"])
     counts = counts.reindex(columns=[0, 1], fill_value=0)
-    parts = [p for p in BODY_PARTS if p in counts.index]
-    counts = counts.reindex(parts).astype("int64")
+    counts = counts.reindex(ordered_parts(counts.index)).astype("int64")
     counts.columns = ["n_normal", "n_abnormal"]
     counts.index.name = "body_part"
     counts.columns.name = None

@@ -3,16 +3,23 @@
 :func:`describe_mura` is the text of `python -m mura_lib describe ROOT`; :func:`count_table`,
 :func:`table1_counts` and :func:`compare_with_table1` give the same numbers as DataFrames
 for the EDA notebook, and :data:`PAPER_TABLE1` holds the paper's counts.
+
+A tree may hold other body parts than MURA's seven (LERA's FOOT, KNEE ...): they are counted
+like MURA's, after them, and :func:`parts_note` says in one line that such a tree is not
+MURA-v1.1. Table 1 has rows for MURA's parts only, so the comparison shows those (the totals
+stay the whole tree's).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import pandas as pd
 
 from mura_lib.config import BODY_PARTS, SPLITS
 from mura_lib.data.mura import MuraIndex, scan_mura
+from mura_lib.data.mura_layout import ordered_parts
 
 # Rajpurkar et al. 2017, Table 1 (= the official MURA-v1.1 CSVs): studies normal / abnormal
 # and images, per body part, for train and valid.
@@ -58,7 +65,7 @@ def count_table(frame: pd.DataFrame) -> pd.DataFrame:
     order = [
         (split, part)
         for split in SPLITS
-        for part in [*BODY_PARTS, "total"]
+        for part in [*ordered_parts(studies["body_part"]), "total"]
         if (split, part) in by_part.index or (split, part) in total.index
     ]
     return pd.concat([by_part, total]).loc[order]
@@ -80,10 +87,15 @@ def _study_stats(studies: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def table1_counts(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame's counts in the layout of :data:`PAPER_TABLE1` (absent parts or splits: 0)."""
+    """The frame's counts in the layout of :data:`PAPER_TABLE1` (absent parts or splits: 0).
+
+    Parts outside MURA's seven have no row there; they count in the `total` row only.
+    """
     table = pd.DataFrame(0, index=PAPER_TABLE1.index, columns=PAPER_TABLE1.columns)
     counts = count_table(frame)
     for (split, part), row in counts.iterrows():
+        if part not in table.index:
+            continue
         table.loc[part, [f"{split}_normal", f"{split}_abnormal", f"{split}_images"]] = [
             row["n_normal"],
             row["n_abnormal"],
@@ -112,6 +124,29 @@ def compare_with_table1(frame: pd.DataFrame) -> pd.DataFrame:
 def matches_table1(frame: pd.DataFrame) -> bool:
     """Whether every count of the paper's Table 1 is reproduced exactly."""
     return bool((compare_with_table1(frame)["diff"] == 0).all())
+
+
+def parts_note(parts: Iterable[str]) -> str | None:
+    """One line saying that a tree is not MURA-v1.1 because its body parts are not MURA's
+    seven (naming the extra and the missing ones); None when they are MURA's seven.
+
+    Args:
+        parts: the body part of every row (or the distinct parts) of the tree.
+    """
+    present = set(parts)
+    extra = ordered_parts(present.difference(BODY_PARTS))
+    missing = [p for p in BODY_PARTS if p not in present]
+    if not extra and not missing:
+        return None
+    differ = "; ".join(
+        f"{what}: {', '.join(names)}"
+        for what, names in (("extra", extra), ("missing", missing))
+        if names
+    )
+    return (
+        f"This tree is not MURA-v1.1: its body parts differ from MURA's seven ({differ}); "
+        "the paper's Table 1 covers MURA's parts only."
+    )
 
 
 def describe_mura(root: str | os.PathLike[str]) -> str:
@@ -186,7 +221,10 @@ def _checks(frame: pd.DataFrame) -> list[str]:
             )
         else:
             out.append("Patients in both train and valid: none (as in official MURA).")
-    if matches_table1(frame):
+    note = parts_note(frame["body_part"])
+    if note:
+        out.append(note)
+    elif matches_table1(frame):
         out.append("Counts match the paper's Table 1 (the official MURA-v1.1).")
     else:
         n_paper = int(PAPER_TABLE1.loc["total", ["train_images", "valid_images"]].sum())

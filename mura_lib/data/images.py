@@ -225,17 +225,23 @@ def resize_square(gray: np.ndarray, size: int, resize: ResizeMode = "letterbox")
         # reducing_gap lets Pillow shrink by an integer factor first: much faster on large
         # images and indistinguishable from a single resample at these ratios.
         return np.asarray(image.resize((size, size), _RESAMPLE, reducing_gap=3.0))
-    scale = size / max(height, width)
-    new_w = min(size, max(1, round(width * scale)))
-    new_h = min(size, max(1, round(height * scale)))
+    top, left, new_h, new_w = letterbox_box(height, width, size)
     out = np.zeros((size, size), dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
     if (new_w, new_h) == (width, height):
         out[top : top + new_h, left : left + new_w] = gray
     else:
         resized = image.resize((new_w, new_h), _RESAMPLE, reducing_gap=3.0)
         out[top : top + new_h, left : left + new_w] = np.asarray(resized)
     return out
+
+
+def letterbox_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """Where a letterboxed (height, width) film lies in its (size, size) square:
+    (top, left, box height, box width)."""
+    scale = size / max(height, width)
+    new_w = min(size, max(1, round(width * scale)))
+    new_h = min(size, max(1, round(height * scale)))
+    return (size - new_h) // 2, (size - new_w) // 2, new_h, new_w
 
 
 def load_image(

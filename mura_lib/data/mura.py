@@ -21,10 +21,11 @@ non-PNG files, stray files outside study folders and folders inside study folder
 listed in `skipped`, never an error, because re-packaged copies of MURA are full of them.
 What is an error (:class:`~mura_lib.errors.MuraFormatError`, naming the file or CSV line
 and what to do): a folder that is not a MURA tree, a folder name outside the layout
-(`XR_FOOT`, `notes/` among patients, `study1/` without a label suffix), a PNG in a study
-folder not named `image<N>.png`, a split with no images, a malformed or inconsistent CSV,
-images listed but missing, and two folders for one study (`study1_positive` and
-`study1_negative` of the same patient and part).
+(`xr_hand/` among body parts, `notes/` among patients, `study1/` without a label suffix), a
+PNG in a study folder not named `image<N>.png`, a split with no images, a malformed or
+inconsistent CSV, images listed but missing, and two folders for one study
+(`study1_positive` and `study1_negative` of the same patient and part). Every `XR_<PART>`
+folder is a body part, MURA's seven or not (see :mod:`mura_lib.data.mura_layout`).
 
 A tree may hold one split only (a train-only tree for benchmarks, a valid-only tree for
 evaluation); a split folder that exists but holds no image is an error.

@@ -10,8 +10,8 @@ Each split has two CSV files in the MURA-v1.1 folder:
 The official copies have no header and LF line ends; copies found on the web sometimes add a
 header row (`Img_Path` / `Img_Path,Label`), CRLF line ends or a UTF-8 byte-order mark, and all
 of those are accepted. Blank lines are ignored. Everything else that is not a MURA path
-(another split, an unknown body part, `..`, an absolute path, a label that contradicts the
-study folder's `_positive`/`_negative` suffix, a duplicate) raises
+(another split, a body-part folder not named `XR_<PART>`, `..`, an absolute path, a label
+that contradicts the study folder's `_positive`/`_negative` suffix, a duplicate) raises
 :class:`~mura_lib.errors.MuraFormatError` naming the file and line.
 
 Whether the listed files exist is checked by :mod:`mura_lib.data.mura`, which owns the disk.

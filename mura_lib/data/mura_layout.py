@@ -6,12 +6,18 @@ functions here, so the two agree on every name they accept and every message the
 The layout (paper and official CSVs)::
 
     MURA-v1.1/{train,valid}/XR_<PART>/patient<NNNNN>/study<N>_<positive|negative>/image<N>.png
+
+Every `XR_<PART>` folder is a body part, PART in capitals, digits and underscores: MURA's seven
+(:data:`~mura_lib.config.BODY_PARTS`) and any other a tree in this layout holds (LERA's
+XR_FOOT, XR_KNEE, XR_ANKLE, XR_HIP). :func:`ordered_parts` gives every table and figure the
+same order.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,14 +37,17 @@ SKIP_STRAY_FILE = "file outside a study folder"
 SKIP_FOLDER_IN_STUDY = "folder inside a study folder"
 SKIP_UNLISTED = "PNG not listed in the split's image CSV"
 
-_PART_ALTERNATIVES = "|".join(BODY_PARTS)
+# A body-part name, as the folder walk and the CSV paths both accept it.
+_PART = r"[A-Z0-9_]+"
+PART_DIR_RE = re.compile(rf"XR_({_PART})")
+PART_DIR_RULE = "XR_<PART>, PART in capitals, digits and underscores (XR_WRIST, XR_KNEE)"
 # Fast path: one regex per CSV line. Anything it rejects is diagnosed by `describe_bad_path`.
 IMAGE_PATH_RE = re.compile(
-    rf"{re.escape(MURA_DIRNAME)}/(train|valid)/XR_({_PART_ALTERNATIVES})/"
+    rf"{re.escape(MURA_DIRNAME)}/(train|valid)/XR_({_PART})/"
     r"(patient(\d+))/(study(\d+)_(positive|negative))/(image(\d+)\.png)"
 )
 STUDY_PATH_RE = re.compile(
-    rf"{re.escape(MURA_DIRNAME)}/(train|valid)/XR_({_PART_ALTERNATIVES})/"
+    rf"{re.escape(MURA_DIRNAME)}/(train|valid)/XR_({_PART})/"
     r"(patient(\d+))/(study(\d+)_(positive|negative))/?"
 )
 PATIENT_DIR_RE = re.compile(r"patient(\d+)")
@@ -111,13 +120,24 @@ def skip_reason(name: str, is_dir: bool, in_study: bool) -> str | None:
     return None
 
 
+def ordered_parts(names: Iterable[str]) -> list[str]:
+    """The distinct body parts among `names`: MURA's in the paper's order, then others sorted.
+
+    The one order of every per-part table, figure and metrics block, so that MURA's seven
+    always read as in the paper and a tree with other parts (LERA's FOOT, KNEE ...) adds them
+    after, in a stable order.
+    """
+    present = set(names)
+    return [p for p in BODY_PARTS if p in present] + sorted(present.difference(BODY_PARTS))
+
+
 def body_part_of(dirname: str, where: str) -> str:
     """The body part named by an `XR_<PART>` folder; raises for anything else."""
-    if dirname.startswith("XR_") and dirname[3:] in BODY_PARTS:
-        return dirname[3:]
-    known = ", ".join(f"XR_{p}" for p in BODY_PARTS)
+    m = PART_DIR_RE.fullmatch(dirname)
+    if m:
+        return m[1]
     raise MuraFormatError(
-        f"{where}: unknown body-part folder {dirname!r}; MURA-v1.1 has only {known}. "
+        f"{where}: {dirname!r} is not a body-part folder; expected {PART_DIR_RULE}. "
         "Remove or rename that folder."
     )
 
@@ -141,9 +161,8 @@ def describe_bad_path(text: str, expected_split: str, study_only: bool = False) 
             f"{text!r} is not a {expected_split} path; expected {expected_split}/ after "
             f"{MURA_DIRNAME}/"
         )
-    if len(parts) > 2 and parts[2].startswith("XR_") and parts[2][3:] not in BODY_PARTS:
-        known = ", ".join(f"XR_{p}" for p in BODY_PARTS)
-        return f"unknown body-part folder {parts[2]!r} in {text!r}; MURA-v1.1 has only {known}"
+    if len(parts) > 2 and not PART_DIR_RE.fullmatch(parts[2]):
+        return f"{parts[2]!r} in {text!r} is not a body-part folder; expected {PART_DIR_RULE}"
     return f"{text!r} is not a MURA {what}; expected {expected}"
 
 

@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
 
+from mura_lib.data.mura_layout import ordered_parts
 from mura_lib.errors import MuraError
 from mura_lib.evaluation.bootstrap import bootstrap_replicates, group_rng
 from mura_lib.evaluation.metrics import binary_metrics
 from mura_lib.evaluation.predictions import read_predictions
-from mura_lib.evaluation.report import part_order
 from mura_lib.evaluation.studies import study_scores
 
 COMPARED_METRICS = ("kappa", "auroc")
@@ -177,7 +177,7 @@ def compare_predictions(
         return result
 
     by_part = {}
-    for part in part_order(studies_a["body_part"]):
+    for part in ordered_parts(studies_a["body_part"]):
         in_a = (studies_a["body_part"] == part).to_numpy()
         by_part[part] = block(studies_a[in_a], studies_b[in_a], f"compare:{part}")
     return {

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from mura_lib.config import BODY_PARTS
+from mura_lib.data.mura_layout import ordered_parts
 from mura_lib.evaluation.bootstrap import bootstrap_ci
 from mura_lib.evaluation.metrics import binary_metrics
 from mura_lib.evaluation.predictions import check_predictions, read_predictions
@@ -25,12 +25,6 @@ from mura_lib.evaluation.thresholds import FIXED_THRESHOLD, ThresholdChoice
 
 SCHEMA_VERSION = 1
 DECISION_RULE = "abnormal if prob >= threshold"
-
-
-def part_order(parts: pd.Series) -> list[str]:
-    """Body parts present, in the paper's order, then any unknown ones alphabetically."""
-    present = set(parts.unique())
-    return [p for p in BODY_PARTS if p in present] + sorted(present - set(BODY_PARTS))
 
 
 def metric_block(
@@ -79,7 +73,7 @@ def _level(frame: pd.DataFrame, threshold: float, image: bool, n_boot: int, seed
         "overall": block(frame, "overall"),
         "by_body_part": {
             part: block(frame[frame["body_part"] == part], part)
-            for part in part_order(frame["body_part"])
+            for part in ordered_parts(frame["body_part"])
         },
     }
 

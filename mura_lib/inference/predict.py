@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mura_lib.data.images import load_image
+from mura_lib.data.images import read_gray, resize_square
 from mura_lib.data.mura_layout import skip_reason
 from mura_lib.device import resolve_device
 from mura_lib.errors import CheckpointError, MuraError
@@ -24,9 +24,9 @@ from mura_lib.inference.engine import (
     forward_study,
     to_model_input,
 )
-from mura_lib.inference.ensemble import load_source
-from mura_lib.models.build import model_from_checkpoint, study_head_of
-from mura_lib.models.cam import cam_overlay, class_activation_maps
+from mura_lib.inference.ensemble import ModelSource, load_source
+from mura_lib.models.build import backbone_of, model_from_checkpoint, study_head_of
+from mura_lib.models.cam import cam_on_film, cam_overlay, class_activation_maps
 
 
 def _natural_key(path: Path) -> tuple:
@@ -58,9 +58,11 @@ def _expand(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
     return items
 
 
-@torch.inference_mode()
+# no_grad rather than inference_mode: a CAM needs gradients, which the weights of a model built
+# under inference_mode could never give.
+@torch.no_grad()
 def predict_paths(
-    checkpoint: str | Path,
+    checkpoint: str | Path | ModelSource,
     paths: list[str | Path],
     *,
     device: str = "auto",
@@ -70,12 +72,14 @@ def predict_paths(
     """Predict image files and study folders; one result dict per input.
 
     ``checkpoint`` is a checkpoint or an ensemble manifest (a view's probability is then the
-    mean of its members'). A study's probability is the mean over its views (the paper's
-    rule) and its label uses the source's threshold, which must have been chosen with the
-    same test-time augmentation ``tta`` (None: the source's own). With ``cam_dir``, a CAM
-    overlay PNG is written for every view (of the first member, for an ensemble).
+    mean of its members'), or one already loaded. A study's probability is the mean over its
+    views (the paper's rule) and its label uses the source's threshold, which must have been
+    chosen with the same test-time augmentation ``tta`` (None: the source's own). With
+    ``cam_dir``, a CAM overlay PNG is written for every view, over the film at its own size
+    (of the first member, for an ensemble).
     """
-    source = load_source(checkpoint)
+    source = checkpoint if isinstance(checkpoint, ModelSource) else load_source(checkpoint)
+    checkpoint = source.path
     tta = check_tta(source.tta if tta is None else tta)
     if source.threshold is None:
         raise CheckpointError(
@@ -97,15 +101,16 @@ def predict_paths(
     results = []
     for name, views in _expand(paths):  # one study (at most a dozen views) per forward pass
         member_study, member_views, member_weights = [], [], []
+        films = [read_gray(v)[0] for v in views]
         for k, (model, ckpt) in enumerate(zip(models, source.checkpoints, strict=True)):
-            arrays = [load_image(v, ckpt["image_size"], ckpt["resize"])[0] for v in views]
+            arrays = [resize_square(f, ckpt["image_size"], ckpt["resize"]) for f in films]
             x = torch.from_numpy(np.stack(arrays)[:, None]).to(dev)
             x = to_model_input(CheckpointNormalizer(ckpt)(x), dev.type == "cuda")
             study_level = study_head_of(ckpt) != "none"
-            backbone = model.backbone if study_level else model  # the view classifier
+            backbone = backbone_of(model)  # the view classifier
             if cam_dir is not None and k == 0:
                 cams, _ = class_activation_maps(backbone, x)
-                _write_cams(Path(cam_dir), views, arrays, cams.cpu().numpy())
+                _write_cams(Path(cam_dir), views, films, cams.cpu().numpy(), ckpt["resize"])
             if study_level:  # the head's score of the study, and each view's share in it
                 one_study = torch.zeros(len(views), dtype=torch.int64, device=dev)
                 study_prob, weights, view_probs = forward_study(model, x, one_study, 1, tta=tta)
@@ -134,11 +139,12 @@ def predict_paths(
 
 
 def _write_cams(
-    cam_dir: Path, views: list[Path], arrays: list[np.ndarray], cams: np.ndarray
+    cam_dir: Path, views: list[Path], films: list[np.ndarray], cams: np.ndarray, resize: str
 ) -> None:
+    """Each view's CAM over its film, at the film's own size (as the MURA paper shows them)."""
     cam_dir.mkdir(parents=True, exist_ok=True)
-    for name, image, cam in zip(cam_file_names(views), arrays, cams, strict=True):
-        cam_overlay(image, cam).save(cam_dir / name)
+    for name, film, cam in zip(cam_file_names(views), films, cams, strict=True):
+        cam_overlay(film, cam_on_film(cam, film.shape, resize)).save(cam_dir / name)
 
 
 def cam_file_names(views: list[Path]) -> list[str]:

@@ -1,16 +1,9 @@
-"""Build a one-logit abnormality classifier from any torchvision classification architecture.
+"""Build a one-logit abnormality classifier, load it from a checkpoint, choose what trains.
 
-Two adaptations are made to the torchvision model, whatever the architecture:
-
-* **One input channel.** Radiographs are grayscale. Instead of copying every image into three
-  identical channels (three times the memory traffic of the first layer and of the data path),
-  the first convolution takes one channel and its pretrained weights are the sum of the RGB
-  weights, as timm's ``adapt_input_conv`` does. For an image replicated into RGB, this gives the
-  same response up to the per-channel normalisation, which we replace by one gray mean/std
-  (the mean of ImageNet's, see :data:`mura_lib.config.GRAY_MEAN`).
-* **One output.** The last linear layer is replaced by a fresh ``Linear(in_features, 1)``: the
-  logit of "abnormal" (a sigmoid, as in the MURA paper, rather than the original project's two
-  softmax outputs).
+The backbone comes from one of three sources named by ``arch`` (torchvision, ``timm/<name>``,
+or a researcher's own ``module:callable``; see :mod:`mura_lib.models.backbones`); this module
+adds what every source shares: starting from one of our checkpoints, freezing by parameter-name
+prefix, and the study-level head.
 """
 
 from __future__ import annotations
@@ -24,13 +17,10 @@ from torch import nn
 if TYPE_CHECKING:
     import pandas as pd
 
-from mura_lib.errors import ConfigError
+from mura_lib.errors import CheckpointError, ConfigError
+from mura_lib.models.backbones import create_backbone
 from mura_lib.models.checkpoint import load_checkpoint  # checkpoint.py imports nothing of ours
-from mura_lib.models.small_cnn import SmallCNN
 from mura_lib.models.study import STUDY_HEADS, StudyModel
-
-# Architectures of this project, beside torchvision's (built without pretrained weights).
-PROJECT_ARCHS = {"small_cnn": SmallCNN}
 
 # Layers trained when fine-tuning from ImageNet, per architecture (prefixes of parameter names).
 # resnet18: the original project's recipe (stem and layer1 frozen). densenet169: the paper
@@ -51,40 +41,19 @@ def build_model(
     """Build ``arch`` with one input channel and one abnormality logit.
 
     Args:
-        arch: any torchvision classification model name (``torchvision.models.list_models``),
-            or ``"small_cnn"`` (:mod:`mura_lib.models.small_cnn`, for CPU demonstrations).
-        weights: ``"none"`` (random init), ``"imagenet"`` (torchvision's default ImageNet
-            weights, from the torch hub cache; see :mod:`mura_lib.models.pretrained`) or the
+        arch: a torchvision classification model name, ``timm/<name>``, ``module:callable``
+            (a factory of your own) or ``"small_cnn"`` (:mod:`mura_lib.models.small_cnn`);
+            see :mod:`mura_lib.models.backbones`.
+        weights: ``"none"`` (random init), ``"imagenet"`` (torchvision's or timm's ImageNet
+            weights, from the local caches; see :mod:`mura_lib.models.pretrained`) or the
             path of one of our checkpoints (its model weights are loaded).
         trainable: which parameters train. ``"all"``; a list of parameter-name prefixes (e.g.
             ``["layer3", "layer4", "fc"]``); or ``"auto"``: the architecture's preset when
             starting from pretrained weights, everything when training from scratch (freezing
             random layers would only cripple the model).
-        in_chans: input channels (1 for radiographs; 3 keeps the architecture unchanged).
+        in_chans: input channels (1 for radiographs; 3 keeps a torchvision model unchanged).
     """
-    if arch in PROJECT_ARCHS:
-        if weights == "imagenet":
-            raise ConfigError(f"{arch} has no ImageNet weights: use --weights none")
-        model = PROJECT_ARCHS[arch]()
-    else:
-        # Imported here: torchvision.models pulls in torch._dynamo (about 2.5 s on a small
-        # CPU), which building or loading a project architecture never needs.
-        import torchvision.models as tv_models
-
-        if arch not in tv_models.list_models(module=tv_models):
-            raise ConfigError(
-                f"unknown architecture {arch!r}: use a torchvision classification model name "
-                "(e.g. resnet18, resnet50, densenet169, efficientnet_b0) or one of "
-                f"{sorted(PROJECT_ARCHS)}"
-            )
-        model = tv_models.get_model(arch, weights=None)
-    if weights == "imagenet":
-        from mura_lib.models.pretrained import load_imagenet_state_dict
-
-        model.load_state_dict(load_imagenet_state_dict(arch))
-    _replace_head(model)
-    if in_chans != 3:
-        _adapt_input_conv(model, in_chans)
+    model = create_backbone(arch, pretrained=weights == "imagenet", in_chans=in_chans)
     if weights not in ("none", "imagenet"):
         ckpt = load_checkpoint(weights)
         if ckpt["model_args"]["arch"] != arch or ckpt["model_args"]["in_chans"] != in_chans:
@@ -101,6 +70,11 @@ def build_model(
 def study_head_of(ckpt: dict[str, Any]) -> str:
     """The pooling head of a checkpoint's model; "none" for an image-level model."""
     return ckpt["model_args"].get("study_head", "none")
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The image-level classifier of a model: itself, or a study model's backbone."""
+    return model.backbone if isinstance(model, StudyModel) else model
 
 
 def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -124,7 +98,12 @@ def build_study_model(
     backbone = build_model(arch, weights, trainable=trainable)
     if head == "none":
         return backbone
-    model = StudyModel(backbone, head)
+    try:
+        model = StudyModel(backbone, head)
+    except ValueError as err:  # no Linear classifier whose input is the view embedding
+        raise ConfigError(
+            f"study_head={head!r} needs {arch} to end in a Linear layer: {err}"
+        ) from None
     if weights not in ("none", "imagenet") and model.attention is not None:
         ckpt = load_checkpoint(weights)
         if study_head_of(ckpt) == head:
@@ -135,7 +114,13 @@ def build_study_model(
 def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     """Rebuild the model described by ``ckpt`` and load its weights (eval mode, on CPU)."""
     args = ckpt["model_args"]
-    model = build_model(args["arch"], "none", trainable="all", in_chans=args["in_chans"])
+    try:
+        model = build_model(args["arch"], "none", trainable="all", in_chans=args["in_chans"])
+    except ConfigError as err:
+        trained_with = f" (trained with {args['file']})" if args.get("file") else ""
+        raise CheckpointError(
+            f"cannot rebuild the checkpoint's model{trained_with}: {err}"
+        ) from None
     if study_head_of(ckpt) != "none":
         model = StudyModel(model, study_head_of(ckpt))
     model.load_state_dict(ckpt["model"])
@@ -192,58 +177,6 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}
-
-
-def _replace_head(model: nn.Module) -> None:
-    """Replace the last Linear layer (the classifier) by a one-logit Linear."""
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            last = name
-    if last is None:
-        raise ConfigError(
-            f"{type(model).__name__} has no Linear classifier to replace; "
-            "use an architecture with a linear head (ResNet, DenseNet, EfficientNet, ConvNeXt, ViT)"
-        )
-    old = model.get_submodule(last)
-    _set_submodule(model, last, nn.Linear(old.in_features, 1))
-
-
-def _adapt_input_conv(model: nn.Module, in_chans: int) -> None:
-    """Give the first convolution ``in_chans`` inputs, summing (or tiling) its RGB weights."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
-            new = nn.Conv2d(
-                in_chans,
-                module.out_channels,
-                kernel_size=module.kernel_size,
-                stride=module.stride,
-                padding=module.padding,
-                dilation=module.dilation,
-                groups=module.groups,
-                bias=module.bias is not None,
-                padding_mode=module.padding_mode,
-            )
-            with torch.no_grad():
-                weight = module.weight
-                if in_chans == 1:
-                    new.weight.copy_(weight.sum(dim=1, keepdim=True))
-                else:
-                    # As timm: tile the RGB filters and rescale so activations keep their size.
-                    repeats = -(-in_chans // 3)
-                    tiled = weight.repeat(1, repeats, 1, 1)[:, :in_chans]
-                    new.weight.copy_(tiled * (3 / in_chans))
-                if module.bias is not None:
-                    new.bias.copy_(module.bias)
-            _set_submodule(model, name, new)
-            return
-    raise ConfigError(f"{type(model).__name__} has no 3-channel input convolution to adapt")
-
-
-def _set_submodule(model: nn.Module, dotted: str, new: nn.Module) -> None:
-    parent_name, _, child = dotted.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def trainable_summary(model: nn.Module) -> pd.DataFrame:

@@ -1,14 +1,21 @@
-"""Class activation maps (Zhou et al. 2016), the MURA paper's localisation method.
+"""Class activation maps (Zhou et al. 2016), the MURA paper's localisation method, for any
+convolutional backbone.
 
-For a network that ends in global average pooling followed by a linear layer, the logit is
-the spatial mean of ``w . f(x, y) + b`` where ``f`` are the last feature maps. That map (before
-the mean) is the CAM: it shows where the evidence for "abnormal" lies, and its mean equals
-the logit, which the tests use as a check.
+For a network that ends in global average pooling and a linear layer, the logit is the spatial
+mean of ``w . f(x, y) + b``, where ``f`` are the last feature maps: that map is the CAM. Grad-CAM
+(Selvaraju et al. 2017) weighs each feature map by the mean gradient of the logit over it,
+which for such a head is ``w / (h * w)``: Grad-CAM equals the CAM up to scale and the bias, and
+it needs no knowledge of the head, so it serves every architecture the registry builds (a
+global max pool such as SmallCNN's, ConvNeXt's normalised head, timm's models). It is one
+forward hook and one gradient, written here: captum's ``LayerGradCam`` computes the same, but
+importing captum loads matplotlib, which the core never imports (`mura predict --cam` stays
+free of plotting libraries).
 
-The project's :class:`~mura_lib.models.small_cnn.SmallCNN` pools with a global max instead
-(a finding covers a few cells of a film). Its map is the same weighted sum ``w . f(x, y) + b``
-and is high where the evidence is, but its mean is not the logit: read it as a localisation,
-not as a decomposition of the score.
+The layer is the last feature map the network computes before it pools globally: the last
+module output of shape (B, C, h, w) before its last global pooling module (or, when the network
+pools with a function, before its last Linear layer). A backbone whose features become
+a sequence of tokens after that (a vision transformer) has no spatial map, and gets one line
+that says so.
 """
 
 from __future__ import annotations
@@ -19,52 +26,120 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from mura_lib.data.images import letterbox_box
 from mura_lib.errors import ConfigError
 
-# (feature module, classifier, apply ReLU to the features as the model's forward does)
-_CAM_LAYERS = {
-    "ResNet": ("layer4", "fc", False),
-    "DenseNet": ("features", "classifier", True),
-    "SmallCNN": ("features", "classifier", False),
-}
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
-def _cam_layers(model: nn.Module) -> tuple[nn.Module, nn.Linear, bool]:
-    spec = _CAM_LAYERS.get(type(model).__name__)
-    if spec is None:
-        raise ConfigError(
-            f"class activation maps are implemented for ResNet, DenseNet and SmallCNN models, "
-            f"not {type(model).__name__}"
+class NoSpatialMapError(ConfigError):
+    """The backbone has no spatial feature map to draw a class activation map from."""
+
+
+def last_feature_layer(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """The module whose output is the last spatial feature map of ``model`` on ``images``.
+
+    Raises:
+        NoSpatialMapError: the model has none (its features become tokens, as a ViT's do).
+    """
+    fired: list[tuple[nn.Module, tuple[int, ...]]] = []
+    hooks = [
+        module.register_forward_hook(
+            lambda m, _i, out: (
+                fired.append((m, tuple(out.shape))) if isinstance(out, torch.Tensor) else None
+            )
         )
-    features, classifier, relu = spec
-    return model.get_submodule(features), model.get_submodule(classifier), relu
+        for module in model.modules()
+        if module is not model
+    ]
+    try:
+        with torch.no_grad():
+            model(images[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # The last global pool (squeeze-and-excitation blocks pool too, inside the features).
+    pools = [k for k, (m, _) in enumerate(fired) if _is_global_pool(m)]
+    linears = [k for k, (m, _) in enumerate(fired) if isinstance(m, nn.Linear)]
+    stop = pools[-1] if pools else linears[-1] if linears else len(fired)
+    before = fired[:stop]
+    pooling = set(fired[stop][0].modules()) if pools else set()  # a pool's own parts fire first
+    spatial = [k for k, (m, shape) in enumerate(before) if len(shape) == 4 and m not in pooling]
+    if not spatial or any(len(shape) == 3 for _, shape in before[spatial[-1] + 1 :]):
+        raise NoSpatialMapError(
+            f"no class activation maps for {type(model).__name__}: it has no spatial feature "
+            "map before its classifier (a vision transformer?); CAMs need a convolutional "
+            "backbone"
+        )
+    return before[spatial[-1]][0]
 
 
-@torch.inference_mode()
+def _is_global_pool(module: nn.Module) -> bool:
+    # timm pools with SelectAdaptivePool2d, whose inner AdaptiveAvgPool2d fires first.
+    return isinstance(module, _GLOBAL_POOLS) or type(module).__name__ == "SelectAdaptivePool2d"
+
+
+def cam_unavailable(model: nn.Module, image_size: int) -> str | None:
+    """Why ``model`` has no class activation maps (one line), or None when it has them."""
+    device = next(model.parameters()).device
+    try:
+        last_feature_layer(model, torch.zeros(1, 1, image_size, image_size, device=device))
+    except NoSpatialMapError as err:
+        return str(err)
+    return None
+
+
 def class_activation_maps(
     model: nn.Module, images: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (cams (B, H, W) at the input resolution, logits (B,)) for normalised ``images``."""
-    feature_module, classifier, relu = _cam_layers(model)
+    """Return (cams (B, H, W) at the input resolution, logits (B,)) for normalised ``images``.
+
+    High values are where the evidence for "abnormal" lies; the maps are signed (no ReLU), as
+    the CAM is, so that a normal film shows where it looks normal too.
+    """
+    was_training = model.training
+    model.eval()  # BatchNorm statistics stay as trained; no dropout
     captured: list[torch.Tensor] = []
-    handle = feature_module.register_forward_hook(lambda _m, _i, out: captured.append(out))
     try:
-        was_training = model.training
-        model.eval()
-        logits = model(images).float().squeeze(1)
-        model.train(was_training)
+        layer = last_feature_layer(model, images)
+        handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        # Gradients are needed, also when called under torch.inference_mode: a normal tensor
+        # copied out of inference mode can be differentiated.
+        with torch.inference_mode(False), torch.enable_grad():
+            x = images.clone().requires_grad_(True)
+            try:
+                logits = model(x).float().squeeze(1)
+            finally:
+                handle.remove()
+            features = captured[0]
+            (grads,) = torch.autograd.grad(logits.sum(), features)
+            # Each image's logit depends on its own features only, so the gradient of the
+            # sum is each image's own; the mean gradient over a map is that map's weight.
+            weights = grads.float().mean(dim=(2, 3), keepdim=True)
+            cams = (weights * features.detach().float()).sum(dim=1, keepdim=True)
+        cams = F.interpolate(cams, size=images.shape[-2:], mode="bilinear", align_corners=False)
     finally:
-        handle.remove()
-    feats = captured[0].float()
-    if relu:
-        feats = F.relu(feats)
-    weight = classifier.weight.float()[0]  # (C,)
-    bias = classifier.bias.float()[0] if classifier.bias is not None else 0.0
-    cams = torch.einsum("bchw,c->bhw", feats, weight) + bias
-    cams = F.interpolate(
-        cams[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False
+        model.train(was_training)
+    return cams[:, 0], logits.detach()
+
+
+def cam_on_film(cam: np.ndarray, film_shape: tuple[int, int], resize: str) -> np.ndarray:
+    """A CAM of the (S, S) model input mapped onto the film it came from: (height, width).
+
+    A letterboxed input holds the film in a centred box: that box of the map is cut out and
+    resized to the film; a stretched input is resized whole.
+    """
+    height, width = film_shape
+    if resize == "letterbox":
+        top, left, box_h, box_w = letterbox_box(height, width, cam.shape[0])
+        cam = cam[top : top + box_h, left : left + box_w]
+    resized = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None],
+        size=(height, width),
+        mode="bilinear",
+        align_corners=False,
     )
-    return cams[:, 0], logits
+    return resized[0, 0].numpy()
 
 
 # matplotlib's "jet" as its piecewise-linear segments (x, value) per channel, so that a CAM

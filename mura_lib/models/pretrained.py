@@ -1,11 +1,12 @@
-"""ImageNet weights through torchvision's weights API, with a clear error when offline.
+"""ImageNet weights of torchvision and timm models, with a clear error when offline.
 
 torchvision keeps downloaded weights in the torch hub cache
-(``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``). We look
-there first; if the file is missing we try to download it, and if that fails we stop at once
-with a message saying where the file is expected and how to train without it. We never fall
-back to random weights: a run that asked for ImageNet features and silently got noise would
-produce misleading results.
+(``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``), timm in the
+Hugging Face cache (``$HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``). We look there
+first; if the file is missing we try to download it, and if that fails we stop at once with a
+message saying where the file is expected and how to train without it. We never fall back to
+random weights: a run that asked for ImageNet features and silently got noise would produce
+misleading results.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torchvision
@@ -80,3 +82,36 @@ def _download(url: str, path: Path, arch: str) -> None:
         ) from err
     finally:
         socket.setdefaulttimeout(previous)
+
+
+# timm publishes its weights on the Hugging Face Hub under these file names, newest first.
+_TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def timm_weights_file(name: str) -> Path:
+    """The cached file of timm model ``name``'s default pretrained weights, downloading it
+    into the Hugging Face cache when the Hub can be reached."""
+    import huggingface_hub
+    import timm
+
+    repo = timm.models.get_pretrained_cfg(name).hf_hub_id if timm.is_model(name) else None
+    if not repo:
+        raise WeightsUnavailableError(f"timm has no pretrained weights on the Hub for {name!r}")
+    for filename in _TIMM_WEIGHT_FILES:
+        cached = huggingface_hub.try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str):
+            return Path(cached)
+    # huggingface_hub retries an unreachable host for about a minute: ask the network first,
+    # so that an offline machine gets its answer at once, as for torchvision's weights.
+    host = urlparse(huggingface_hub.constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=DOWNLOAD_TIMEOUT_S).close()
+        return Path(huggingface_hub.hf_hub_download(repo, _TIMM_WEIGHT_FILES[0]))
+    except Exception as err:
+        raise WeightsUnavailableError(
+            f"timm's ImageNet weights for {name} ({repo}) are not in the Hugging Face cache "
+            f"({huggingface_hub.constants.HF_HUB_CACHE}) and cannot be downloaded ({err}); "
+            f'on a machine with internet run `python -c "import timm; timm.create_model('
+            f"'{name}', pretrained=True)\"` and copy its cache folder here (or set "
+            "HF_HUB_CACHE to it), or train from scratch with --weights none"
+        ) from err

@@ -10,8 +10,8 @@ Two choices make it learn radiographic findings quickly:
   (a fracture gap, a wire, a cortical break) survives to the deeper layers;
 - it pools its last feature maps with a global max: a finding occupies a few cells of the
   map, and averaging over a whole film would dilute it.
-The head keeps torchvision DenseNet's ``features``/``classifier`` layout for class
-activation maps (:mod:`mura_lib.models.cam`).
+It is built by the entry point :func:`small_cnn` (``arch: small_cnn``), as a researcher's own
+factory would be (:mod:`mura_lib.models.backbones`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class SmallCNN(nn.Module):
         num_classes: outputs of the classifier.
     """
 
-    def __init__(self, in_chans: int = 3, num_classes: int = 1000) -> None:
+    def __init__(self, in_chans: int = 1, num_classes: int = 1) -> None:
         super().__init__()
         layers, c_in = [_conv_bn_relu(in_chans, 16, stride=2)], 16
         for width in (32, 64, 128):
@@ -50,3 +50,8 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).amax(dim=(2, 3)))
+
+
+def small_cnn() -> SmallCNN:
+    """The sample's model: one input channel, one logit."""
+    return SmallCNN(in_chans=1, num_classes=1)

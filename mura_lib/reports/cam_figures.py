@@ -9,15 +9,15 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from mura_lib.data.images import load_image
+from mura_lib.data.images import read_gray, resize_square
 from mura_lib.inference.engine import CheckpointNormalizer
-from mura_lib.models.cam import cam_overlay, class_activation_maps
+from mura_lib.models.cam import cam_on_film, cam_overlay, class_activation_maps
 
 
 def study_cam_figure(
     model: torch.nn.Module, checkpoint: dict, views: pd.DataFrame, max_views: int = 4
 ) -> Figure:
-    """One study: each view (as the model sees it) above its CAM overlay and probability.
+    """One study: each view's film above its CAM, drawn over the film, and its probability.
 
     ``model`` is an image-level classifier (a study-level model's ``backbone``: the CAM and
     probability are then the view's own). A ``view_weight`` column in ``views`` (see
@@ -25,19 +25,20 @@ def study_cam_figure(
     """
     views = views.sort_values("view").head(max_views)
     size, resize = checkpoint["image_size"], checkpoint["resize"]
-    images = np.stack([load_image(p, size, resize)[0] for p in views["path"]])
+    films = [read_gray(p)[0] for p in views["path"]]
+    images = np.stack([resize_square(film, size, resize) for film in films])
     device = next(model.parameters()).device
     x = CheckpointNormalizer(checkpoint)(torch.from_numpy(images[:, None]).to(device))
     cams, logits = class_activation_maps(model, x)
     probs = torch.sigmoid(logits).cpu().numpy()
     fig, axes = plt.subplots(2, len(views), figsize=(2.6 * len(views), 5.4), squeeze=False)
-    for k, (image, cam, prob) in enumerate(zip(images, cams.cpu().numpy(), probs, strict=True)):
-        axes[0, k].imshow(image, cmap="gray", vmin=0, vmax=255)
+    for k, (film, cam, prob) in enumerate(zip(films, cams.cpu().numpy(), probs, strict=True)):
+        axes[0, k].imshow(film, cmap="gray", vmin=0, vmax=255)
         title = f"view {views['view'].iloc[k]}"
         if "view_weight" in views:
             title += f", weight {views['view_weight'].iloc[k]:.2f}"
         axes[0, k].set_title(title, fontsize="small")
-        axes[1, k].imshow(cam_overlay(image, cam))
+        axes[1, k].imshow(cam_overlay(film, cam_on_film(cam, film.shape, resize)))
         axes[1, k].set_title(f"CAM, p={prob:.2f}", fontsize="small")
     for ax in axes.flat:
         ax.axis("off")

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mura_lib.config import BODY_PARTS
 from mura_lib.data.describe import PAPER_TABLE1, table1_counts
 from mura_lib.data.images import read_gray
+from mura_lib.data.mura_layout import ordered_parts
 from mura_lib.errors import ImageReadError
 
 # Paths per worker task of image_sizes: pickling stays small next to the reads.
@@ -29,12 +29,6 @@ _HEADER_CHUNK = 2000
 _HEADER_COLUMNS = ("width", "height", "mode", "file_bytes", "error")
 _RANGE = ("min", "max")
 _SIZE_STATS = {"width": _RANGE, "height": _RANGE, "aspect": ("min", "median", "max")}
-
-
-def parts_in(frame: pd.DataFrame) -> list[str]:
-    """The body parts present in `frame`, in the paper's order (unknown names last, sorted)."""
-    present = set(frame["body_part"])
-    return [p for p in BODY_PARTS if p in present] + sorted(present - set(BODY_PARTS))
 
 
 def study_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -114,7 +108,7 @@ def size_summary(sizes: pd.DataFrame) -> pd.DataFrame:
 
     Images whose header could not be read are left out and counted in `n_unreadable`.
     """
-    groups = [(p, sizes[sizes["body_part"] == p]) for p in parts_in(sizes)]
+    groups = [(p, sizes[sizes["body_part"] == p]) for p in ordered_parts(sizes["body_part"])]
     rows = {}
     for name, rows_ in [*groups, ("all", sizes)]:
         ok = rows_[rows_["error"] == ""]
@@ -134,7 +128,7 @@ def mode_counts(sizes: pd.DataFrame) -> pd.DataFrame:
     """Images per body part (rows, then "all") and Pillow mode (columns, "?" = unreadable)."""
     modes = sizes["mode"].replace("", "?")
     table = pd.crosstab(sizes["body_part"], modes)
-    table = table.reindex(parts_in(sizes))
+    table = table.reindex(ordered_parts(sizes["body_part"]))
     table.loc["all"] = table.sum()
     table.columns.name = "mode"
     return table
@@ -147,7 +141,9 @@ def views_per_study(frame: pd.DataFrame) -> pd.DataFrame:
     """Studies per body part (rows, then "all") and number of views (columns 1..max)."""
     studies = study_table(frame)
     table = pd.crosstab(studies["body_part"], studies["n_views"])
-    table = table.reindex(index=parts_in(frame), columns=range(1, table.columns.max() + 1))
+    table = table.reindex(
+        index=ordered_parts(frame["body_part"]), columns=range(1, table.columns.max() + 1)
+    )
     table = table.fillna(0).astype("int64")
     table.loc["all"] = table.sum()
     table.columns.name = "views"
@@ -156,7 +152,7 @@ def views_per_study(frame: pd.DataFrame) -> pd.DataFrame:
 
 def patient_parts(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (split, patient): parts seen ("ELBOW+WRIST"), n_parts, n_studies, n_images."""
-    order = {p: i for i, p in enumerate(parts_in(frame))}
+    order = {p: i for i, p in enumerate(ordered_parts(frame["body_part"]))}
     grouped = frame.groupby(["split", "patient_id"], sort=True)
     out = grouped.agg(
         n_studies=("study_id", "nunique"),
@@ -195,7 +191,7 @@ def part_cooccurrence(frame: pd.DataFrame) -> pd.DataFrame:
     The diagonal holds the patients of each part, so a row read across says where that part's
     patients also appear.
     """
-    parts = parts_in(frame)
+    parts = ordered_parts(frame["body_part"])
     membership = pd.crosstab(frame["patient_id"].astype(str) + frame["split"], frame["body_part"])
     membership = (membership.reindex(columns=parts, fill_value=0) > 0).astype("int64")
     matrix = membership.T @ membership
@@ -300,7 +296,7 @@ def sample_images(
     if not per_part:
         n = min(max_images, len(frame))
         return frame.iloc[np.sort(rng.choice(len(frame), size=n, replace=False))]
-    parts = parts_in(frame)
+    parts = ordered_parts(frame["body_part"])
     quota = max(1, max_images // max(len(parts), 1))
     picked = []
     for part in parts:
@@ -340,7 +336,7 @@ def intensity_histograms(
     stats = pd.DataFrame([r[1] for r in results], index=sample.index, columns=_STAT_COLUMNS)
     images = pd.concat([sample[["path", "split", "body_part", "label"]], stats], axis=1)
     groups = sample["body_part"].to_numpy() if per_part else np.full(len(sample), "all")
-    names = parts_in(sample) if per_part else ["all"]
+    names = ordered_parts(sample["body_part"]) if per_part else ["all"]
     histograms = {}
     for name in names:
         counts = sum((r[0] for r, g in zip(results, groups, strict=True) if g == name), start=0)
@@ -371,7 +367,7 @@ def example_studies(frame: pd.DataFrame, per_part_label: int = 1, seed: int = 0)
     studies = study_table(frame)
     rng = np.random.default_rng(seed)
     picked = []
-    for part in parts_in(frame):
+    for part in ordered_parts(frame["body_part"]):
         for label in (0, 1):
             cell = studies[(studies["body_part"] == part) & (studies["label"] == label)]
             if cell.empty:

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mura_lib.config import BODY_PARTS, SPLITS
+from mura_lib.config import SPLITS
 from mura_lib.data.images import read_gray
+from mura_lib.data.mura_layout import ordered_parts
 from mura_lib.errors import ImageReadError
-from mura_lib.reports.eda import parts_in
 
 NORMAL_COLOR, ABNORMAL_COLOR = "C0", "C3"
 SPLIT_COLORS = {"train": "C0", "valid": "C1"}
@@ -72,12 +72,7 @@ def plot_abnormal_rate(counts: pd.DataFrame) -> Figure:
     The dashed lines are each split's overall rate; the dotted line is balance (0.5).
     """
     splits = [s for s in SPLITS if s in counts.index.get_level_values("split")]
-    parts = [
-        p
-        for p in [*BODY_PARTS, *sorted(set(counts.index.get_level_values(1)))]
-        if any((s, p) in counts.index for s in splits) and p != "total"
-    ]
-    parts = list(dict.fromkeys(parts))
+    parts = [p for p in ordered_parts(counts.index.get_level_values("body_part")) if p != "total"]
     fig, ax = plt.subplots(figsize=(7.0, 4.0))
     width = 0.8 / len(splits)
     y = np.arange(len(parts))
@@ -136,7 +131,7 @@ def plot_sizes(sizes: pd.DataFrame, hexbin_above: int = 3000) -> Figure:
             stays readable for 40k points.
     """
     ok = sizes[sizes["error"] == ""]
-    parts = parts_in(ok)
+    parts = ordered_parts(ok["body_part"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 5.0))
     if len(ok) > hexbin_above:
         art = left.hexbin(

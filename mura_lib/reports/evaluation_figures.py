@@ -23,7 +23,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from mura_lib.config import BODY_PARTS
+from mura_lib.data.mura_layout import ordered_parts
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 5.0)) -> tuple[Figure, Axes]:
@@ -35,8 +35,7 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 5.0)) -> tuple[F
 
 def _groups(studies: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """("all", every study) then each body part present, in the paper's order."""
-    present = set(studies["body_part"])
-    parts = [p for p in BODY_PARTS if p in present] + sorted(present - set(BODY_PARTS))
+    parts = ordered_parts(studies["body_part"])
     return [("all", studies)] + [(p, studies[studies["body_part"] == p]) for p in parts]
 
 

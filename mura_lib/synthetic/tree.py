@@ -3,7 +3,10 @@
 The tree is written into a temporary folder beside its destination and moved into place at
 the end, so a reader never sees a half-written tree and an interrupted run leaves the old one
 intact. The ground truth (kind, subtlety and box of each image's finding) goes to
-``synthetic_truth.csv`` beside ``MURA-v1.1/``, where no MURA reader looks for it.
+``synthetic_truth.csv`` beside ``MURA-v1.1/``, where no MURA reader looks for it, and
+``SYNTHETIC.txt`` inside ``MURA-v1.1/`` says what the tree is to anyone who copies the folder
+alone (and to :func:`mura_lib.data.origin.is_synthetic`, which a checkpoint's record of its
+training data relies on).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from PIL import Image
 
+from mura_lib.data.origin import SYNTHETIC_MARKER, TRUTH_NAME
 from mura_lib.errors import MuraError
 from mura_lib.synthetic.profiles import (
     FILE_ORDER,
@@ -31,7 +35,6 @@ from mura_lib.synthetic.profiles import (
 from mura_lib.synthetic.study import Look, StudySpec, View, render_study
 
 ROOT_NAME = "MURA-v1.1"
-TRUTH_NAME = "synthetic_truth.csv"
 TRUTH_COLUMNS = (
     "rel_path",
     "label",
@@ -113,6 +116,18 @@ def _write_csvs(tmp: Path, specs: list[StudySpec], truth: list[list[str]]) -> No
             f.writelines(f"{study_dir(s)},{s.label}\n" for s in studies)
 
 
+def _write_marker(tmp: Path, profile: Profile, seed: int) -> None:
+    """SYNTHETIC.txt: the same bytes for the same profile and seed, like every other file."""
+    text = (
+        f"Synthetic films drawn by mura_lib.synthetic (profile {profile.name}, seed {seed}) in\n"
+        "the MURA-v1.1 layout. They are not radiographs: a model trained on them says nothing\n"
+        f"about real patients. The ground truth of each film is in {TRUTH_NAME} beside\n"
+        "this folder.\n"
+    )
+    with open(tmp / SYNTHETIC_MARKER, "w", newline="\n") as f:
+        f.write(text)
+
+
 def _swap_into_place(tmp: Path, root: Path) -> None:
     """Replace `root` by `tmp` with two renames (the old tree is removed afterwards)."""
     old = None
@@ -148,6 +163,7 @@ def _write_tree(
         )
         truth = [row for rows in results for row in rows]
         _write_csvs(tmp, specs, truth)
+        _write_marker(tmp, profile, seed)
         truth_tmp = out_dir / f".{TRUTH_NAME}.tmp"
         with open(truth_tmp, "w", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")

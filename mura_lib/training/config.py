@@ -1,37 +1,58 @@
 """The training parameters: a flat dataclass of literals, free of torch so that the command
-line and notebooks can build and check it before anything heavy is imported."""
+line and notebooks can build and check it before anything heavy is imported.
+
+Each field's trailing comment is its documentation: :func:`field_docs` reads it from this
+file, and `mura train --help` shows it with the default and the :data:`CHOICES`.
+"""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import io
+import tokenize
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mura_lib.config import GRAY_MEAN, GRAY_STD
 from mura_lib.errors import ConfigError
-from mura_lib.training.schedule import check_patiences, metric_mode
+from mura_lib.training.losses import LOSSES
+from mura_lib.training.schedule import SELECTION_METRICS, check_patiences, metric_mode
 
 if TYPE_CHECKING:
-    from mura_lib.data.augment import AugmentConfig
+    from mura_lib.data.augment import Transform
 
 # Settings that may differ between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"epochs", "device", "cache_dir", "sync_batchnorm"}
+
+# The values of the fields that take one of a few: validate() checks them before any image is
+# decoded, and `mura train` offers them as choices.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "resize": ("letterbox", "stretch"),
+    "loss": tuple(LOSSES),
+    "loss_weighting": ("paper", "class", "none"),
+    "select_metric": tuple(SELECTION_METRICS),
+    "threshold_rule": ("max_kappa", "youden", "fixed"),
+    "top_k_by": ("val_loss", "select_metric"),
+    "study_head": ("none", "mean", "max", "attention"),
+}
 
 
 @dataclass
 class TrainConfig:
     """Every training parameter, a flat list of literals (what a params file holds)."""
 
-    arch: str = "resnet18"  # any torchvision classification model
+    arch: str = "resnet18"  # torchvision name | timm/<name> | module:callable | small_cnn
     weights: str = "none"  # none | imagenet | path to a checkpoint of ours
     trainable: str = "auto"  # auto (preset if pretrained) | all | comma-separated prefixes
     image_size: int = 128  # side S of the square inputs
     resize: str = "letterbox"  # letterbox (keep aspect ratio) | stretch (original project)
     epochs: int = 20  # maximum number of epochs
-    batch_size: int = 32
+    batch_size: int = 32  # images per step, over all processes under torchrun
     lr: float = 1e-4  # Adam learning rate (the paper's and the original project's)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # Adam's L2 penalty (the paper: none)
+    loss: str = "bce"  # bce | focal (Lin et al. 2017): training loss and val_loss alike
     loss_weighting: str = "paper"  # paper (per body part) | class (original) | none
     select_metric: str = "study_kappa"  # study_kappa | study_auroc | study_f1 | val_loss
     plateau_factor: float = 0.1  # the paper divides the rate by 10 on a plateau
@@ -43,13 +64,14 @@ class TrainConfig:
     val_fraction: float = 0.2  # share of official-train studies held out for selection
     study_head: str = "none"  # none (image-level) | mean | max | attention (study-level)
     study_max_views: int = 32  # study-level: views per batch and process (>= largest study)
-    hflip: bool = True  # augmentation: random lateral flip
-    rotate_degrees: float = 30.0  # the paper: up to 30 degrees
-    scale_min: float = 0.9  # random zoom range
-    scale_max: float = 1.1
-    translate: float = 0.05  # random shift, fraction of the side
-    brightness: float = 0.2  # intensity jitter
-    contrast: float = 0.2
+    augment: str = "hflip,translate,rotate,scale,brightness,contrast"  # applied in order | none
+    hflip: bool = True  # augmentation hflip: mirror with probability 0.5 (off: never)
+    rotate_degrees: float = 30.0  # augmentation rotate: up to this angle (the paper: 30)
+    scale_min: float = 0.9  # augmentation scale: smallest zoom factor (< 1 zooms out)
+    scale_max: float = 1.1  # augmentation scale: largest zoom factor (> 1 zooms in)
+    translate: float = 0.05  # augmentation translate: shift up to this fraction of the side
+    brightness: float = 0.2  # augmentation brightness: intensity factor in [1 - b, 1 + b]
+    contrast: float = 0.2  # augmentation contrast: blend with the mean gray, factor 1 -/+ c
     seed: int = 0  # one seed fixes split, initialisation, batch order and augmentation
     device: str = "auto"  # auto (cuda, mps, cpu) | cpu | cuda | cuda:1 ...
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
@@ -67,31 +89,20 @@ class TrainConfig:
             raise ConfigError(f"study_max_views={self.study_max_views}: use at least 11 on MURA")
         if self.keep_top_k < 0:
             raise ConfigError(f"keep_top_k={self.keep_top_k}: use 0 (off) or a number of epochs")
-        # Checked here, before any image is decoded, rather than where each is first used.
-        choices = {
-            "loss_weighting": ("paper", "class", "none"),
-            "threshold_rule": ("max_kappa", "youden", "fixed"),
-            "resize": ("letterbox", "stretch"),
-            "top_k_by": ("val_loss", "select_metric"),
-            "study_head": ("none", "mean", "max", "attention"),
-        }
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: use one of {allowed}")
+        self.augmentations()
 
-    def augment_config(self) -> AugmentConfig:
-        from mura_lib.data.augment import AugmentConfig  # torch: imported only when training
+    def augmentations(self) -> list[Transform]:
+        """The transforms named in ``augment``, in order, with this config's parameters.
 
-        return AugmentConfig(
-            hflip=self.hflip,
-            rotate_degrees=self.rotate_degrees,
-            scale=(self.scale_min, self.scale_max),
-            translate=self.translate,
-            brightness=self.brightness,
-            contrast=self.contrast,
-            mean=GRAY_MEAN,
-            std=GRAY_STD,
-        )
+        Unknown names and bad ranges raise ConfigError (validate() calls it). The transforms
+        live with torch, imported here: when a run is checked, not when this module is.
+        """
+        from mura_lib.data.augment import build_transforms
+
+        return build_transforms(self.augment, self)
 
     def to_argv(self) -> list[str]:
         """The `mura train` options that give this config (``--image-size 128 --no-amp`` ...)."""
@@ -109,3 +120,20 @@ class TrainConfig:
         """The config from a mapping that may hold other names too (a notebook's globals,
         a profile's parameters): every field present is taken, the others keep defaults."""
         return cls(**{f.name: params[f.name] for f in dataclasses.fields(cls) if f.name in params})
+
+
+def field_docs() -> dict[str, str]:
+    """Each TrainConfig field's documentation: the comment that ends its line ("" if none).
+
+    Read from the source, so that the comments of the flat list stay the one place where a
+    field is documented.
+    """
+    source = inspect.getsource(TrainConfig)
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    comments = {t.start[0]: t.string for t in tokens if t.type == tokenize.COMMENT}
+    (class_def,) = ast.parse(source).body
+    return {
+        node.target.id: comments.get(node.end_lineno, "").lstrip("#").strip()
+        for node in class_def.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }

@@ -7,6 +7,8 @@ uses); on CPU both are off and the code path is otherwise identical.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -16,7 +18,9 @@ from mura_lib.data.study_batches import StudyBatch, StudyBatchLoader
 from mura_lib.inference.engine import autocast, to_model_input
 from mura_lib.models.build import freeze_batchnorm_stats
 from mura_lib.progress import track
-from mura_lib.training.losses import weighted_bce
+
+if TYPE_CHECKING:
+    from mura_lib.training.losses import Criterion
 
 
 def train_one_epoch(
@@ -26,11 +30,13 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     epoch: int,
     *,
+    criterion: Criterion,
     amp: bool = True,
     channels_last: bool = False,
     progress: str = "none",
 ) -> float:
-    """Train for one epoch; return the mean (weighted) loss over batches.
+    """Train for one epoch with ``criterion`` (one of :data:`~mura_lib.training.losses.LOSSES`);
+    return the mean loss over batches.
 
     All randomness of the epoch (batch order, augmentation, dropout) is seeded from
     ``(seed, epoch)``, so a run resumed at this epoch repeats it exactly. A study loader
@@ -49,7 +55,7 @@ def train_one_epoch(
             else:
                 logits = model(x).squeeze(1)
         weights = batch.weights if isinstance(batch, StudyBatch) else batch.extra["weight"]
-        loss = weighted_bce(logits, batch.labels, weights)
+        loss = criterion(logits.float(), batch.labels, weights)  # float32 whatever the autocast
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -21,16 +21,18 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from mura_lib.config import GRAY_MEAN, GRAY_STD
-from mura_lib.data import read_mura, split_by_patient
+from mura_lib.data import scan_mura, split_by_patient
 from mura_lib.data.augment import Augmenter
 from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import build_cache
+from mura_lib.data.origin import training_data
 from mura_lib.data.study_batches import StudyBatchLoader
 from mura_lib.disk import write_text_atomic
 from mura_lib.errors import ConfigError
@@ -40,7 +42,9 @@ from mura_lib.evaluation.studies import study_scores
 from mura_lib.evaluation.thresholds import choose_threshold
 from mura_lib.inference.engine import predict_probs, predict_study_probs
 from mura_lib.locks import exclusive_lock
+from mura_lib.models.backbones import check_output, source_record
 from mura_lib.models.build import (
+    backbone_of,
     build_study_model,
     count_parameters,
     resolve_trainable,
@@ -58,8 +62,9 @@ from mura_lib.training.distributed import (
     shutdown,
     wrap_for_ddp,
 )
+from mura_lib.training.live_log import EVENT_FILES, epoch_scalars
 from mura_lib.training.loop import train_one_epoch
-from mura_lib.training.losses import image_loss_weights
+from mura_lib.training.losses import LOSSES, image_loss_weights
 from mura_lib.training.schedule import EarlyStopping, metric_mode
 from mura_lib.training.top_k import (
     MANIFEST_NAME,
@@ -69,6 +74,9 @@ from mura_lib.training.top_k import (
     write_run_ensemble,
 )
 from mura_lib.training.top_k import prune as prune_top_k
+
+if TYPE_CHECKING:
+    from mura_lib.training.losses import Criterion
 
 LOCK_NAME = ".lock"  # one training run at a time in a folder (see mura_lib.locks)
 
@@ -88,8 +96,9 @@ def fit(
     overwrite: bool = False,
     progress: str = "auto",
 ) -> dict:
-    """Train on ``data_root`` and write best.pt, last.pt, history.csv, val_predictions.csv
-    (and, with ``keep_top_k``, top_k/ and ensemble.json).
+    """Train on ``data_root`` and write best.pt, last.pt, history.csv, val_predictions.csv,
+    TensorBoard event files (:mod:`~mura_lib.training.live_log`) and, with ``keep_top_k``,
+    top_k/ and ensemble.json.
 
     Returns a summary: paths, the best epoch, its validation metrics and the threshold, the
     ensemble's manifest and epochs.
@@ -113,9 +122,10 @@ def fit(
             if ctx.is_main
             else contextlib.nullcontext()
         )
-        with lock:
+        # on_exit closes what _fit opens (the TensorBoard writer) on every way out, Ctrl-C too.
+        with lock, contextlib.ExitStack() as on_exit:
             mode = resolve_mode(progress) if ctx.is_main else "none"
-            return _fit(data_root, out_dir, config, resume, overwrite, mode, ctx, device)
+            return _fit(data_root, out_dir, config, resume, overwrite, mode, ctx, device, on_exit)
     finally:
         shutdown(ctx)
 
@@ -129,6 +139,7 @@ def _fit(
     progress: str,
     ctx: Distributed,
     device: torch.device,
+    on_exit: contextlib.ExitStack,
 ) -> dict:
     """fit() once the folder's lock is held; under torchrun, on every rank."""
     main = ctx.is_main
@@ -142,7 +153,8 @@ def _fit(
     previous = _previous_run(last_path, config, resume, overwrite, writer=main)
     barrier(ctx)
 
-    frame = split_by_patient(read_mura(data_root), config.val_fraction, config.seed)
+    index = scan_mura(data_root)
+    frame = split_by_patient(index.frame, config.val_fraction, config.seed)
     cache_kwargs = dict(
         size=config.image_size,
         resize=config.resize,
@@ -167,6 +179,8 @@ def _fit(
         name: image_loss_weights(train_cache.frame, cache.frame, config.loss_weighting)
         for name, cache in (("train", train_cache), ("val", val_cache))
     }
+    # One criterion, for the training loss and for the validation loss that ranks checkpoints.
+    criterion = LOSSES[config.loss]
     study_level = config.study_head != "none"
     if study_level:  # whole studies, at most study_max_views views a batch and process
         train_loader = StudyBatchLoader.from_cache(
@@ -194,12 +208,13 @@ def _fit(
         val_loader = BatchLoader.from_cache(
             val_cache, 2 * config.batch_size, device=device, shuffle=False, **shard
         )
-    augmenter = Augmenter(config.augment_config(), seed=config.seed, **shard)
+    augmenter = Augmenter(config.augmentations(), seed=config.seed, **shard)
 
     seed_everything(config.seed)
     model = build_study_model(
         config.arch, config.weights, config.study_head, trainable=config.trainable
     ).to(device)
+    check_output(backbone_of(model), config.arch, config.image_size)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     trained = wrap_for_ddp(model, ctx, device, config.sync_batchnorm, log)
@@ -234,6 +249,7 @@ def _fit(
     base = {
         "model_args": {
             "arch": config.arch,
+            **source_record(config.arch),  # what evaluate and predict rebuild it from
             "in_chans": 1,
             "init_weights": config.weights,
             "trainable": resolve_trainable(config.arch, config.weights, config.trainable),
@@ -245,6 +261,8 @@ def _fit(
         "train_args": asdict(config),
         "data_fingerprint": {"train": train_cache.fingerprint, "val": val_cache.fingerprint},
         "code_version": code_version(),
+        # synthetic, mura-v1.1 or other: `mura predict` warns about a model of synthetic films
+        "training_data": training_data(index),
     }
     n_params = count_parameters(model)
     processes = f" x {ctx.world_size} processes" if ctx.enabled else ""
@@ -256,6 +274,9 @@ def _fit(
     # Only early stopping ends a run for good: a run that reached its old epoch limit goes on
     # when resumed with a larger ``epochs`` (a resumable change).
     finished = previous is not None and stopper.should_stop
+    log_scalars = on_exit.enter_context(
+        epoch_scalars(out_dir, start_epoch, enabled=main and not finished)
+    )
     for epoch in range(start_epoch, config.epochs):
         if finished:
             break
@@ -264,13 +285,20 @@ def _fit(
         lr = optimizer.param_groups[0]["lr"]
         amp_kw = dict(amp=config.amp, channels_last=channels_last)
         train_loss = train_one_epoch(
-            trained, train_loader, augmenter, optimizer, epoch, progress=progress, **amp_kw
+            trained,
+            train_loader,
+            augmenter,
+            optimizer,
+            epoch,
+            criterion=criterion,
+            progress=progress,
+            **amp_kw,
         )
         train_loss = mean_over_ranks(ctx, train_loss)
         # Validation: each rank its shard, the plain model (no gradient sync), then all rows
         # on every rank, so that every rank takes the same decisions below.
         probs, view_weights = _validate(model, val_loader, augmenter, ctx, progress, amp_kw)
-        val = _validation_metrics(val_cache.frame, probs, weights["val"], study_level)
+        val = _validation_metrics(val_cache.frame, probs, weights["val"], criterion, study_level)
         seconds = time.perf_counter() - started
         value = val[config.select_metric]
         if value is None:  # e.g. AUROC undefined: count as no improvement
@@ -315,6 +343,7 @@ def _fit(
             write_predictions(predictions, sidecar_name(str(member)))
             save_checkpoint({**calibrated, "val_predictions": sidecar_name(member.name)}, member)
             write_run_ensemble(out_dir, top_k, config.top_k_by, config.threshold_rule)
+        log_scalars(history[-1])
         save_checkpoint(
             {
                 **state,
@@ -365,6 +394,8 @@ def _previous_run(
         for name in ("last.pt", "best.pt", "history.csv", "val_predictions.csv", MANIFEST_NAME):
             (last_path.parent / name).unlink(missing_ok=True)
         shutil.rmtree(last_path.parent / TOP_K_DIR, ignore_errors=True)
+        for events in last_path.parent.glob(EVENT_FILES):
+            events.unlink()
         return None
     if not resume:
         raise ConfigError(
@@ -372,7 +403,8 @@ def _previous_run(
             "--overwrite to start again, or choose another --out folder"
         )
     previous = load_checkpoint(last_path)
-    old = previous.get("train_args", {})
+    # A run written before a parameter existed ran with that parameter's default.
+    old = {**asdict(TrainConfig()), **previous.get("train_args", {})}
     changed = sorted(
         k for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES and old.get(k) != v
     )
@@ -415,22 +447,32 @@ def _validate(
 
 
 def _validation_metrics(
-    frame: pd.DataFrame, probs: np.ndarray, weights: np.ndarray, study_level: bool = False
+    frame: pd.DataFrame,
+    probs: np.ndarray,
+    weights: np.ndarray,
+    criterion: Criterion,
+    study_level: bool = False,
 ) -> dict:
-    """Validation loss (same weighting as training) and study metrics at the paper's 0.5.
+    """Validation loss (the training criterion and weighting) and study metrics at the
+    paper's 0.5.
 
     The loss is over images, or over studies for a study-level model (its training loss).
+    Validation yields probabilities, not logits (the inference code it shares with evaluation
+    returns what thresholds, study scores and val_predictions.csv use), so the criterion gets
+    the logits of the probabilities clipped to [1e-7, 1 - 1e-7], in float64: sigmoid(logit(p))
+    is p to float64 precision, so the BCE is that of the probabilities themselves, and a
+    confidently wrong image costs at most -log(1e-7) ~ 16.
     """
-    y = frame["label"].to_numpy()
-    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
-    terms = weights * -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    keep = np.ones(len(frame), dtype=bool)
     if study_level:  # one term per study: that of its first view (all views share it)
-        terms = terms[~frame["study_id"].duplicated().to_numpy()]
-    loss = float(np.mean(terms))
+        keep = ~frame["study_id"].duplicated().to_numpy()
+    p = torch.from_numpy(np.clip(probs[keep].astype(np.float64), 1e-7, 1 - 1e-7))
+    labels = torch.from_numpy(frame["label"].to_numpy()[keep])
+    loss = criterion(torch.logit(p), labels, torch.from_numpy(weights[keep]))
     studies = study_scores(frame.assign(prob=probs))
     m = binary_metrics(studies["label"].to_numpy(), studies["prob"].to_numpy(), 0.5)
     return {
-        "val_loss": loss,
+        "val_loss": float(loss),
         "study_kappa": m["kappa"],
         "study_auroc": m["auroc"],
         "study_f1": m["f1"],
