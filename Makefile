@@ -51,8 +51,8 @@ reproduce: setup ## run the notebooks on PROFILE (default: the bundled sample) i
 	$(PY) -m mura_lib.reproduce --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") \
 		$(if $(GPUS),--set gpus=$(GPUS))
 
-test: setup ## run the test suite (includes the notebooks on the smoke profile)
-	$(PY) -m pytest -q
+test: setup ## run the test suite on every core (includes the notebooks on the smoke profile)
+	$(PY) -m pytest -q -n auto
 
 lint: setup ## check the code with ruff
 	$(VENV)/bin/ruff check mura_lib tests benchmarks

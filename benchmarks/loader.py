@@ -327,9 +327,7 @@ def run_benchmark(args: argparse.Namespace, device: torch.device) -> dict[str, o
     torch.manual_seed(args.seed)
     result["seed_loader_img_per_s"] = time_seed_loader(frame, args.size, args.batch_size, device)
 
-    loader = BatchLoader.from_cache(
-        cache, args.batch_size, device=device, seed=args.seed, drop_last=True
-    )
+    loader = BatchLoader.from_cache(cache, args.batch_size, device=device, seed=args.seed)
     result["loader_residency"] = loader.residency
     augmenter = Augmenter(original_project_augmentations(), seed=args.seed)
     log("this project's loader: cached batches + augmentation")

@@ -300,7 +300,8 @@ def stage_notebook(name: str, root: Path, cache_dir: Path, n_boot: int, work: Pa
 def film_paths(root: Path) -> list[Path]:
     """Every film of a tree, as its official CSVs list them (both splits): parsed without
     listing a folder, so that looking does not warm what ``read_mura`` is timed on."""
-    from mura_lib.data.mura_csv import image_csv_name, read_image_csv
+    from mura_lib.data.mura_csv import read_image_csv
+    from mura_lib.data.mura_layout import image_csv_name
 
     paths = []
     for split in ("train", "valid"):

@@ -62,17 +62,37 @@ def run_paths(
     `make reproduce` passes staging folders for ``results_dir`` and ``models_dir`` so that a
     failed run never half-overwrites the last good results; in JupyterLab the defaults apply.
     """
-    results = _from_root(results_dir) if results_dir else RESULTS_DIR / profile
+    results = from_root(results_dir) if results_dir else RESULTS_DIR / profile
     return RunPaths(
         profile=profile,
-        data_root=_from_root(data_root) if data_root else SAMPLE_ROOT,
+        data_root=from_root(data_root) if data_root else SAMPLE_ROOT,
         results=results,
         figures=results / "figures",
-        models=_from_root(models_dir) if models_dir else MODELS_DIR / profile,
+        models=from_root(models_dir) if models_dir else MODELS_DIR / profile,
     )
 
 
-def _from_root(path: str) -> Path:
+# `make reproduce` runs the notebooks into <root>/.staging-<profile>, published as <root>/<profile>
+STAGING_PREFIX = ".staging-"
+
+
+def project_relative(path: str | os.PathLike) -> str:
+    """``path`` relative to the project root when inside it (the same in every clone),
+    absolute otherwise."""
+    path = Path(path).resolve()
+    return str(path.relative_to(PROJ_ROOT)) if path.is_relative_to(PROJ_ROOT) else str(path)
+
+
+def published_path(path: str | os.PathLike) -> str:
+    """How results name a file: relative to the project root, and where `make reproduce`
+    publishes it (``models/.staging-sample/best.pt`` is ``models/sample/best.pt``). Notebook 03
+    reads the models in a staging folder; its metrics.json names them where they will be, so
+    that publishing is two renames and rewrites nothing."""
+    parts = (part.removeprefix(STAGING_PREFIX) for part in Path(path).resolve().parts)
+    return project_relative(Path(*parts))
+
+
+def from_root(path: str) -> Path:
     """A user path; relative ones are taken from the project root, not the working directory."""
     expanded = Path(path).expanduser()
     return expanded if expanded.is_absolute() else PROJ_ROOT / expanded

@@ -1,10 +1,11 @@
-"""Writing files so that a full disk costs a clear message, never a file a later run trusts.
+"""Writing files so that no reader ever sees half of one, and a full disk costs one clear line.
 
-Every result file is written under a temporary name in its own folder and renamed over the
-final one only when complete (``os.replace`` is atomic on one file system), so an interrupted
-or failed write leaves the previous file, or none. :func:`disk_full_guard` turns the "no space
-left on device" error of such a write into one :class:`~mura_lib.errors.DiskFullError` that
-names the folder.
+Every file that a later step or run trusts (checkpoints, the image cache, predictions, metrics,
+manifests) is written through :func:`atomic_path`: under a unique temporary name in its own
+folder, renamed over the final name only when complete (``os.replace`` is atomic on one file
+system). An interrupted or failed write leaves the previous file, or none; a writer killed
+outright leaves only its temporary file, which no reader opens. "No space left on device"
+becomes one :class:`~mura_lib.errors.DiskFullError` that names the folder.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,32 +31,41 @@ def is_disk_full(err: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def disk_full_guard(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Raise DiskFullError naming ``folder`` when the block fails for lack of space."""
+def atomic_path(path: str | os.PathLike, what: str = "a file") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; when the block ends, it becomes ``path``.
+
+    For writers that take a file name (``torch.save``, ``np.save``, a memory map). The folder
+    is created; the file is flushed to disk before the rename, so that even a power cut leaves
+    the old file or the whole new one. The temporary name is unique, so concurrent writers of
+    one file never write into each other's, and the last complete one wins. ``what`` names the
+    file in the message of a full disk.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
     try:
-        yield
-    except (OSError, RuntimeError) as err:
-        if not is_disk_full(err):
-            raise
-        raise DiskFullError(
-            f"no space left on the device of {Path(folder)} while writing {what}: free some "
-            "space there (or choose another folder) and run again; the incomplete file was "
-            "removed, and the previous one, if any, is untouched"
-        ) from None
+        try:
+            yield tmp
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:
+            if not is_disk_full(err):
+                raise
+            raise DiskFullError(
+                f"no space left on the device of {path.parent} while writing {what}: free some "
+                "space there (or choose another folder) and run again; the incomplete file was "
+                "removed, and the previous one, if any, is untouched"
+            ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, what: str = "a file") -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename; creates the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with disk_full_guard(path.parent, what):
-            tmp.write_text(text)
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write ``text`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path, what) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -2,10 +2,13 @@
 
 For a profile (``params/<profile>.yaml``) the three notebooks are executed headlessly into a
 staging folder (``results/.staging-<profile>``, models in ``models/.staging-<profile>``),
-rendered to HTML, and described by a run manifest. Only when every notebook succeeded are the
-staging folders swapped in as ``results/<profile>`` and ``models/<profile>``: a failing or
-interrupted run never half-overwrites the results of the last good one. The executed copy of
-a failed run is kept in ``results/.failed-<profile>`` for inspection.
+rendered to HTML, and described by a run manifest that names every model file with its SHA-256.
+Only when every notebook succeeded are the staging folders renamed into place, models first,
+then results: a failing or interrupted run never half-overwrites the results of the last good
+one, and its executed copy is kept in ``results/.failed-<profile>`` for inspection. A crash
+between the two renames leaves new models beside the old results' manifest: the next run says
+so before it replaces both, and :func:`check_publication` (for whatever reads published
+results) refuses them in one line that says what to do.
 """
 
 from __future__ import annotations
@@ -25,8 +28,17 @@ from pathlib import Path
 
 import yaml
 
-from mura_lib.config import MODELS_DIR, NOTEBOOKS_DIR, PARAMS_DIR, PROJ_ROOT, RESULTS_DIR, run_paths
-from mura_lib.disk import sha256_file
+from mura_lib.config import (
+    MODELS_DIR,
+    NOTEBOOKS_DIR,
+    PARAMS_DIR,
+    RESULTS_DIR,
+    STAGING_PREFIX,
+    from_root,
+    project_relative,
+    run_paths,
+)
+from mura_lib.disk import sha256_file, write_text_atomic
 from mura_lib.errors import BusyError, ConfigError, MuraError
 from mura_lib.locks import exclusive_lock
 from mura_lib.provenance import cpu_state, git_state, lock_drift, lock_warning
@@ -58,7 +70,7 @@ def load_profile(profile: str, data: str | None = None, params_dir: Path = PARAM
     if params.get("data_root", "") is None:
         raise ConfigError(
             f"profile {profile!r} needs the data set: make reproduce PROFILE={profile} "
-            "DATA=/path/to/MURA-v1.1 (see README: getting MURA)"
+            "DATA=/path/to/MURA-v1.1 (see README: Running on the real MURA)"
         )
     return params
 
@@ -128,15 +140,20 @@ def _run_locked(
 ) -> Path:
     """run_pipeline() once the profile's lock is held."""
     final_results, final_models = results_root / profile, models_root / profile
-    staging_results = results_root / f".staging-{profile}"
-    staging_models = models_root / f".staging-{profile}"
-    _finish_publishing(_journal(results_root, profile))  # before the staging is touched
+    staging_results = results_root / f"{STAGING_PREFIX}{profile}"
+    staging_models = models_root / f"{STAGING_PREFIX}{profile}"
+    _recover_replaced([final_models, final_results])
+    problem = publication_problem(final_results)
+    if problem:
+        print(f"[reproduce] note: {problem}; this run replaces both", flush=True)
     for stale in (staging_results, staging_models):  # left by an interrupted run
         shutil.rmtree(stale, ignore_errors=True)
     paths = run_paths(profile, params.get("data_root", ""))
     data_info = data_fingerprint(paths.data_root)  # also stops early on a wrong data folder
     staging_results.mkdir(parents=True)
-    params.update(results_dir=_relative(staging_results), models_dir=_relative(staging_models))
+    params.update(
+        results_dir=project_relative(staging_results), models_dir=project_relative(staging_models)
+    )
 
     # One line per epoch in papermill's log, no bars (the kernels inherit this environment).
     previous_progress = os.environ.get("MURA_PROGRESS")
@@ -170,25 +187,21 @@ def _run_locked(
         "total_seconds": round(sum(t["seconds"] for t in timings), 1),
         "notebooks": timings,
         "parameters": {k: v for k, v in params.items() if k not in ("results_dir", "models_dir")},
-        "data": {"root": _relative(paths.data_root), **data_info},
+        "data": {"root": project_relative(paths.data_root), **data_info},
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_state(),
         "packages": {p: importlib.metadata.version(p) for p in PACKAGES},
         "lock_drift": [list(row) for row in lock_drift()],  # [] when installed as locked
+        "models": {  # the files these results were made with, as published
+            "folder": project_relative(final_models),
+            "sha256": _model_hashes(staging_models),
+        },
     }
-    manifest["models"] = {  # the files these results were made with, as published
-        "folder": _relative(final_models),
-        "sha256": _model_hashes(staging_models),
-    }
-    (staging_results / "manifest.json").write_text(_to_json(manifest))
-    _point_at_published_models(staging_results, staging_models, final_models)
-    _publish(
-        [(staging_models, final_models), (staging_results, final_results)],
-        _journal(results_root, profile),
-    )
+    write_text_atomic(staging_results / "manifest.json", _to_json(manifest), "the run manifest")
+    _publish([(staging_models, final_models), (staging_results, final_results)])
     print(
-        f"[reproduce] {profile}: results in {_relative(final_results)} "
+        f"[reproduce] {profile}: results in {project_relative(final_results)} "
         f"({manifest['total_seconds']:.0f} s)",
         flush=True,
     )
@@ -275,53 +288,77 @@ def _export_html(executed: Path) -> None:
     executed.with_suffix(".report.html").write_text(report)
 
 
-def _journal(results_root: Path, profile: str) -> Path:
-    return results_root / f".publishing-{profile}.json"
-
-
-def _publish(swaps: list[tuple[Path, Path]], journal: Path) -> None:
-    """Swap in models and results as one step.
-
-    The two renames cannot be one system call, so a journal names them before the first and is
-    removed after the last. A crash in between leaves the journal, and the next run of the
-    profile completes the publication before anything else (:func:`_finish_publishing`):
-    new models are never left beside old results.
-    """
-    tmp = journal.with_name(journal.name + ".tmp")
-    tmp.write_text(json.dumps([[str(new), str(final)] for new, final in swaps]))
-    tmp.replace(journal)
+def _publish(swaps: list[tuple[Path, Path]]) -> None:
+    """Rename each staged folder into place, in order (models, then results); the folders
+    they replace are removed only once all are in place, so that nothing slow runs between
+    the renames. A crash between two swaps is what :func:`publication_problem` detects; one
+    within a swap, :func:`_recover_replaced` mends at the start of the next run."""
     for new, final in swaps:
-        _replace_dir(new, final)
-    journal.unlink()
+        if final.exists():
+            final.rename(_replaced(final))
+        new.rename(final)
+    for _, final in swaps:
+        shutil.rmtree(_replaced(final), ignore_errors=True)
 
 
-def _finish_publishing(journal: Path) -> bool:
-    """Complete a publication that a crash interrupted; True if there was one."""
-    if not journal.is_file():
-        return False
-    for new, final in json.loads(journal.read_text()):
-        _replace_dir(Path(new), Path(final))  # a swap already done is skipped (no ``new``)
-    journal.unlink()
-    print(f"[reproduce] completed the publication that {journal.name} recorded", flush=True)
-    return True
+def _replaced(final: Path) -> Path:
+    return final.with_name(f".old-{final.name}")
+
+
+def _recover_replaced(finals: list[Path]) -> None:
+    """A folder that publishing moved aside and a crash left behind: put back when its
+    replacement was never renamed in (the last published folder rather than none), removed
+    otherwise."""
+    for final in finals:
+        if _replaced(final).is_dir() and not final.exists():
+            _replaced(final).rename(final)
+        shutil.rmtree(_replaced(final), ignore_errors=True)
+
+
+def publication_problem(results: Path) -> str | None:
+    """Why the results folder does not belong with its models, or None when it does.
+
+    ``results/manifest.json`` names every model file with its SHA-256; a file missing or
+    different means that a run stopped between publishing its models and its results, or that
+    the models were retrained since. Not checked: results without a run manifest (notebooks
+    run by hand), and results whose models folder is absent (a fresh clone: models/ is not
+    committed).
+    """
+    manifest_path = Path(results) / "manifest.json"
+    if not manifest_path.is_file():
+        return None
+    try:
+        models = json.loads(manifest_path.read_text())["models"]
+        folder, hashes = from_root(models["folder"]), dict(models["sha256"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        return f"{manifest_path} is not a run manifest of `make reproduce`"
+    if not folder.is_dir():
+        return None
+    for name, digest in hashes.items():
+        path = folder / name
+        if not path.is_file() or sha256_file(path) != digest:
+            state = "changed" if path.is_file() else "missing"
+            return (
+                f"{results} were not made with the models in {folder} ({name} is {state}): a "
+                "run stopped while publishing them, or the models were retrained since"
+            )
+    return None
+
+
+def check_publication(results: Path) -> None:
+    """Raise MuraError when results/<profile> does not belong with its models (see
+    :func:`publication_problem`); what reads published results calls this first."""
+    problem = publication_problem(results)
+    if problem:
+        raise MuraError(
+            f"{problem}; run `make reproduce PROFILE={Path(results).name}` to make both again"
+        )
 
 
 def _model_hashes(models: Path) -> dict[str, str]:
     """SHA-256 of every model file of a run (checkpoints, the ensemble manifest)."""
     files = sorted(p for p in models.rglob("*") if p.suffix in (".pt", ".json"))
     return {str(p.relative_to(models)): sha256_file(p) for p in files}
-
-
-def _replace_dir(new: Path, final: Path) -> None:
-    """Swap ``new`` in as ``final``; the old folder is removed only once the new one is in place."""
-    if not new.exists():
-        return
-    old = final.with_name(f".old-{final.name}")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _keep_failed(staging_results: Path, staging_models: Path, failed: Path) -> Path:
@@ -332,37 +369,6 @@ def _keep_failed(staging_results: Path, staging_models: Path, failed: Path) -> P
         staging_results.rename(failed)
     shutil.rmtree(staging_models, ignore_errors=True)
     return failed
-
-
-def _point_at_published_models(results: Path, staging: Path, final: Path) -> None:
-    """Record in every metrics.json of the results the models' paths after the swap, not in
-    the staging folder that is about to disappear (notebook 03 evaluated ``<staging>/best.pt``
-    and the ensemble's members there)."""
-    staged, published = str(staging.resolve()), _relative(final)
-    staged_relative = _relative(staging) + "/"
-
-    def repoint(value):
-        if isinstance(value, dict):
-            return {k: repoint(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [repoint(v) for v in value]
-        if isinstance(value, str) and Path(value).is_absolute():
-            path = Path(value).resolve()
-            if path.is_relative_to(staged):
-                return str(Path(published) / path.relative_to(staged))
-        if isinstance(value, str) and value.startswith(staged_relative):
-            return f"{published}/{value[len(staged_relative) :]}"
-        return value
-
-    for metrics_path in sorted(results.rglob("metrics.json")):
-        metrics = json.loads(metrics_path.read_text())
-        # the staging folder is not published yet: no need for an atomic write here
-        metrics_path.write_text(json.dumps(repoint(metrics), indent=2, allow_nan=False) + "\n")
-
-
-def _relative(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(PROJ_ROOT)) if path.is_relative_to(PROJ_ROOT) else str(path)
 
 
 def _parse_override(text: str) -> tuple[str, object]:

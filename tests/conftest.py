@@ -170,3 +170,30 @@ def make_tree(tmp_path: Path) -> Callable[..., Path]:
         return write_tree(tmp_path, default_studies() if studies is None else studies, **options)
 
     return make
+
+
+@pytest.fixture
+def stand_in_notebooks(tmp_path: Path) -> Callable[..., Path]:
+    """`stand_in_notebooks(**cells)` -> a folder of the three notebooks, each with the real
+    one's parameters cell (so every profile's parameters are accepted) and one cell that
+    prints its name, or runs ``cells[key]`` (keys ``eda``, ``train``, ``error_analysis``).
+    For tests of what `make reproduce` does around the notebooks, at a kernel start each."""
+    import nbformat
+
+    from mura_lib.config import NOTEBOOKS_DIR
+    from mura_lib.reproduce import NOTEBOOKS
+
+    def make(**cells: str) -> Path:
+        folder = tmp_path / "stand-in-notebooks"
+        folder.mkdir(exist_ok=True)
+        for name in NOTEBOOKS:
+            real = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+            [parameters] = [c for c in real.cells if "parameters" in c.metadata.get("tags", [])]
+            key = name.split("_", 1)[1].removesuffix(".ipynb")
+            code = cells.get(key, f"print('{name} stands in')")
+            notebook = nbformat.v4.new_notebook(metadata=real.metadata)
+            notebook.cells = [parameters, nbformat.v4.new_code_cell(code)]
+            nbformat.write(notebook, folder / name)
+        return folder
+
+    return make

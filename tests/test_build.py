@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision
 
+from mura_lib.config import GRAY_MEAN, GRAY_STD
 from mura_lib.errors import ConfigError
 from mura_lib.models.build import (
     build_model,
@@ -157,7 +158,7 @@ def _checkpoint_of(model: torch.nn.Module, arch: str, path: Path) -> Path:
             "model_args": {"arch": arch, "in_chans": 1},
             "image_size": 32,
             "resize": "letterbox",
-            "normalization": {"mean": [0.449], "std": [0.226]},
+            "normalization": {"mean": [GRAY_MEAN], "std": [GRAY_STD]},
         },
         path,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -173,7 +172,7 @@ def test_array_without_manifest_is_not_trusted(frame: pd.DataFrame, tmp_path: Pa
     manifest = first.path.with_suffix(".json")
     # A build killed between moving the array into place and writing the manifest: the
     # manifest exists only under its temporary name.
-    leftover = manifest.with_name(f".tmp-elsewhere-1-deadbeef-{manifest.name}")
+    leftover = manifest.with_name(f".{manifest.name}.tmp-0123456789ab")
     manifest.rename(leftover)
     assert build_cache(frame, **params).report.rebuilt
 
@@ -198,16 +197,21 @@ def test_damaged_cache_is_rebuilt(frame: pd.DataFrame, tmp_path: Path, damage: s
     np.testing.assert_array_equal(second.images, expected)
 
 
-def test_temp_files_of_dead_builds_are_removed(frame: pd.DataFrame, tmp_path: Path) -> None:
-    cache_dir = tmp_path / "c"
-    cache_dir.mkdir()
-    dead_pid = 4_000_000  # above Linux's pid_max: no such process
-    stale = cache_dir / f".tmp-{socket.gethostname()}-{dead_pid}-0badc0de-images-x.npy"
-    stale.write_bytes(b"partial")
-    foreign = cache_dir / ".tmp-otherhost-123-0badc0de-images-y.npy"  # may be in use elsewhere
-    foreign.write_bytes(b"partial")
-    build_cache(frame, size=S, cache_dir=cache_dir, n_jobs=1, progress=False)
-    assert not stale.exists() and foreign.exists()
+def test_leftovers_of_a_dead_build_are_ignored(frame: pd.DataFrame, tmp_path: Path) -> None:
+    """A build killed outright (kill -9, power loss) leaves its temporary files under unique
+    names; the next build writes its own, never reads or renames those, and is trusted."""
+    params = {"size": S, "cache_dir": tmp_path / "c", "n_jobs": 1, "progress": False}
+    fingerprint = cache_mod.cache_fingerprint(frame["path"].tolist(), S, "letterbox")
+    final = f"images-{S}-letterbox-{fingerprint[:24]}"
+    dead = [f".{final}.npy.tmp-0badc0de0000", f".{final}.json.tmp-0badc0de0001"]
+    params["cache_dir"].mkdir()
+    for name in dead:
+        (params["cache_dir"] / name).write_bytes(b"partial")
+    cache = build_cache(frame, **params)
+    assert cache.report.rebuilt and cache.path.name == f"{final}.npy"
+    assert cache_files(params["cache_dir"]) == sorted([f"{final}.json", f"{final}.npy", *dead])
+    assert all((params["cache_dir"] / name).read_bytes() == b"partial" for name in dead)
+    assert not build_cache(frame, **params).report.rebuilt
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
@@ -227,16 +231,17 @@ cache.build_cache(pd.read_csv({str(tmp_path / "frame.csv")!r}), size={S},
 """
     child = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 30
-    while not any(p.name.startswith(".tmp-") for p in cache_dir.glob("*")):
+    while not any(".tmp-" in p.name for p in cache_dir.glob("*")):
         assert time.monotonic() < deadline and child.poll() is None, "the build never started"
         time.sleep(0.05)
     time.sleep(0.4)  # mid-build: some chunks written
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert not list(cache_dir.glob("*.json")) and not list(cache_dir.glob("images-*"))
+    killed = cache_files(cache_dir)  # the killed build's temporary array, which nothing reads
     cache = build_cache(frame, size=S, cache_dir=cache_dir, n_jobs=1, progress=False)
     assert cache.report.rebuilt
-    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".tmp-")]
+    assert [name for name in cache_files(cache_dir) if ".tmp-" in name] == killed
 
 
 def test_mildly_truncated_png_is_kept_and_reported(frame: pd.DataFrame, tmp_path: Path) -> None:

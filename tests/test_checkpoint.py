@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mura_lib.config import GRAY_MEAN, GRAY_STD
 from mura_lib.errors import CheckpointError, DiskFullError
 from mura_lib.models.build import build_model, model_from_checkpoint
 from mura_lib.models.checkpoint import FORMAT, load_checkpoint, save_checkpoint, to_cpu
@@ -35,7 +36,7 @@ def make_checkpoint(model: torch.nn.Module, threshold: float = 0.4) -> dict:
         "model_args": {"arch": "resnet18", "in_chans": 1, "trainable": None},
         "image_size": 32,
         "resize": "letterbox",
-        "normalization": {"mean": [0.449], "std": [0.226]},
+        "normalization": {"mean": [GRAY_MEAN], "std": [GRAY_STD]},
         "threshold": threshold,
         "threshold_rule": "max_kappa",
         "history": [{"epoch": 1, "val_loss": 0.5, "study_auroc": None}],
@@ -147,7 +148,7 @@ def _incomplete(path: Path, model: torch.nn.Module) -> None:
         (_garbage, "is not a readable checkpoint"),
         (
             _pickled_module,
-            "holds objects that no mura_lib checkpoint holds (torch.nn.modules.linear.Linear,",
+            "holds code or objects, not only tensors (torch.nn.modules.linear.Linear)",
         ),
         (_foreign_dict, f"is not a {FORMAT} checkpoint (a bare state dict or another project"),
         (_bare_state_dict, f"is not a {FORMAT} checkpoint"),
@@ -165,25 +166,29 @@ def test_load_errors_name_the_file_and_the_fix(tmp_path, model, write, expected)
 
 
 class _RunsCode:
-    """Unpickling this calls os.system: what a malicious "checkpoint" carries."""
+    """Unpickling this calls os.mkdir: what a malicious "checkpoint" carries, made visible."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
 
     def __reduce__(self):
-        return (os.system, ("echo this must never run",))
+        return (os.mkdir, (str(self.marker),))
 
 
-def test_a_file_that_carries_code_is_refused_and_named(tmp_path, model, capsys):
-    path = tmp_path / "evil.pt"
-    torch.save({"format": FORMAT, **make_checkpoint(model), "extra": _RunsCode()}, path)
+def test_a_file_that_carries_code_is_refused_unrun(tmp_path, model):
+    path, marker = tmp_path / "evil.pt", tmp_path / "the code ran"
+    torch.save({"format": FORMAT, **make_checkpoint(model), "extra": _RunsCode(marker)}, path)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
+    assert not marker.exists()
     message = str(info.value)
-    assert f"{path} holds objects that no mura_lib checkpoint holds ({os.name}.system)" in message
+    assert f"{path} holds code or objects, not only tensors ({os.name}.mkdir)" in message
     assert "Do not load it with weights_only=False: that would run code" in message
+    assert "\n" not in message
     # nothing of torch's own advice, which says to retry with weights_only=False
     for hint in ("will likely succeed", "add_safe_globals", "In PyTorch 2.6", "WeightsUnpickler"):
         assert hint not in message
     assert info.value.__cause__ is None and info.value.__suppress_context__
-    assert "this must never run" not in capsys.readouterr().out
 
 
 def test_cli_refuses_a_code_carrying_ensemble_member(tmp_path, model, capsys):
@@ -192,7 +197,8 @@ def test_cli_refuses_a_code_carrying_ensemble_member(tmp_path, model, capsys):
     from mura_lib.inference.ensemble import MANIFEST_FORMAT
 
     member = tmp_path / "evil.pt"
-    torch.save({"format": FORMAT, **make_checkpoint(model), "extra": _RunsCode()}, member)
+    marker = tmp_path / "the code ran"
+    torch.save({"format": FORMAT, **make_checkpoint(model), "extra": _RunsCode(marker)}, member)
     manifest = tmp_path / "ens.json"
     manifest.write_text(
         json.dumps(
@@ -204,4 +210,5 @@ def test_cli_refuses_a_code_carrying_ensemble_member(tmp_path, model, capsys):
     )
     assert main(["predict", "--checkpoint", str(manifest), str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
-    assert "holds objects that no mura_lib checkpoint holds" in err and err.count("\n") == 1
+    assert "holds code or objects, not only tensors" in err and err.count("\n") == 1
+    assert not marker.exists()

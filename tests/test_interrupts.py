@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mura_lib.cli import main
-from mura_lib.config import PROJ_ROOT, SAMPLE_ROOT
+from mura_lib.config import PROJ_ROOT
 from mura_lib.data.cache import build_cache
 from mura_lib.disk import write_text_atomic
 from mura_lib.errors import DiskFullError
@@ -60,11 +60,18 @@ def test_ctrl_c_during_training(tmp_path, tiny_tree, shared_cache_dir) -> None:
     assert (out / "last.pt").is_file()
 
 
-@pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="data_sample/ is missing")
-def test_ctrl_c_during_reproduce(tmp_path) -> None:
-    argv = [sys.executable, "-m", "mura_lib.reproduce", "--profile", "smoke"]
+def test_ctrl_c_during_reproduce(tmp_path, mura_tree, stand_in_notebooks) -> None:
+    # The real command line, with notebook 02 standing in for a long training run.
+    notebooks = stand_in_notebooks(train="import time\ntime.sleep(120)")
+    script = (
+        "import functools, pathlib, sys\n"
+        "from mura_lib import reproduce\n"
+        "reproduce.run_pipeline = functools.partial(\n"
+        f"    reproduce.run_pipeline, notebooks_dir=pathlib.Path({str(notebooks)!r}))\n"
+        "sys.exit(reproduce.main(sys.argv[1:]))\n"
+    )
+    argv = [sys.executable, "-c", script, "--profile", "smoke", "--set", f"data_root={mura_tree}"]
     argv += ["--results-root", str(tmp_path / "results"), "--models-root", str(tmp_path / "m")]
-    argv += ["--set", f"cache_dir={tmp_path / 'cache'}"]
     code, err = interrupt_when(argv, "[reproduce] smoke: running 02_train.ipynb")
     assert code == 130
     assert "Traceback" not in err
@@ -74,6 +81,7 @@ def test_ctrl_c_during_reproduce(tmp_path) -> None:
         f"{tmp_path / 'results' / '.failed-smoke'}"
     ]
     assert not (tmp_path / "results" / "smoke").exists()
+    assert (tmp_path / "results" / ".failed-smoke" / "01_eda.ipynb").is_file()
 
 
 def test_ctrl_c_during_evaluate_says_what_is_left(tmp_path, monkeypatch, capsys) -> None:

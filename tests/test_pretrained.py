@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import urllib.error
@@ -124,6 +125,25 @@ def test_corrupt_cached_file_says_which_and_what_to_do(hub, offline, content):
     assert str(hub / RESNET18_FILE) in message
     assert "cannot be read" in message and "delete it and run again" in message
     assert offline == []  # a present file is never silently replaced
+
+
+class _RunsCode:
+    """Unpickling this calls os.mkdir: a weights file that carries code, made visible."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_weights_file_that_carries_code_is_refused_unrun(hub, offline, tmp_path):
+    hub.mkdir(parents=True)
+    marker = tmp_path / "the code ran"
+    torch.save({"fc.weight": torch.zeros(1), "extra": _RunsCode(marker)}, hub / RESNET18_FILE)
+    with pytest.raises(WeightsUnavailableError, match="holds code or objects, not only tensors"):
+        load_imagenet_state_dict("resnet18")
+    assert not marker.exists()
 
 
 def test_legacy_densenet_keys_are_renamed(hub, offline):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mura_lib.errors import ConfigError, MuraError
+from mura_lib.errors import MuraError
 from mura_lib.evaluation.studies import study_scores
 
 
@@ -25,11 +25,8 @@ def _predictions() -> pd.DataFrame:
     )
 
 
-@pytest.mark.parametrize(
-    "how, expected", [("mean", [0.5, 0.125, 0.625]), ("max", [0.75, 0.125, 0.875])]
-)
-def test_study_scores_aggregate_views(how: str, expected: list[float]) -> None:
-    studies = study_scores(_predictions(), how=how)
+def test_study_scores_are_the_mean_of_the_views() -> None:
+    studies = study_scores(_predictions())
     assert list(studies.columns) == [
         "study_id", "body_part", "patient_id", "label", "prob", "n_views",
     ]  # fmt: skip
@@ -38,7 +35,7 @@ def test_study_scores_aggregate_views(how: str, expected: list[float]) -> None:
         "valid/HAND/patient11186/study1",
         "valid/HAND/patient11186/study2",
     ]
-    assert studies["prob"].tolist() == expected
+    assert studies["prob"].tolist() == [0.5, 0.125, 0.625]
     assert studies["n_views"].tolist() == [3, 1, 2]
     assert studies["label"].tolist() == [1, 0, 0]
     assert studies["patient_id"].tolist() == [11185, 11186, 11186]
@@ -70,8 +67,3 @@ def test_views_disagreeing_on_body_part_are_refused() -> None:
     frame.loc[0, "body_part"] = "WRIST"
     with pytest.raises(MuraError, match="disagree on body_part"):
         study_scores(frame)
-
-
-def test_unknown_aggregation_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"one of \('mean', 'max'\), not 'median'"):
-        study_scores(_predictions(), how="median")

@@ -6,17 +6,16 @@ no per-item Python. Where the array lives depends on the device:
 
 * CUDA, when it fits in ``gpu_memory_fraction`` of the free GPU memory: the whole uint8 array
   is copied to the GPU once (2.4 GB for MURA's training set at S=256); a batch is then an
-  ``index_select`` on the GPU and the host does nothing per step.
-* CUDA, when it does not fit: each batch is gathered from the memory map into one of two
-  pinned host buffers and copied with ``non_blocking=True``; the next batch is staged while
-  the current one trains (one-batch prefetch).
+  ``index_select`` on the GPU.
+* CUDA, when it does not fit: each batch is gathered from the memory map and copied through
+  pinned memory with ``non_blocking=True``, so the copy does not wait for the GPU to drain.
 * CPU: the memory map is indexed directly (``torch.from_numpy`` of the gathered rows).
 
 Images stay single-channel uint8 (B, 1, S, S) all the way to the augmentation. Models take ONE
-input channel: the lead's ``build_model`` sums the pretrained RGB first-conv weights into one
-channel (as timm's ``adapt_input_conv`` does), which gives exactly the response of the gray
-image repeated three times. So the grayscale radiograph is never tripled: a third of the
-memory, of the transfer and of the first convolution's work.
+input channel: :func:`~mura_lib.models.build.build_model` sums the pretrained RGB first-conv
+weights into one channel (as timm's ``adapt_input_conv`` does), which gives exactly the
+response of the gray image repeated three times. So the grayscale radiograph is never
+tripled: a third of the memory, of the transfer and of the first convolution's work.
 
 Order: shuffled with a permutation that depends only on (seed, epoch), so a run resumed at
 epoch e sees the same order as an uninterrupted one; ``shuffle=False`` keeps frame order for
@@ -77,7 +76,6 @@ class BatchLoader:
         device: the training device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``...).
         shuffle: a new permutation each epoch; False keeps row order (evaluation).
         seed: seed of the permutations (see :func:`epoch_permutation`).
-        drop_last: leave out the last, smaller batch (keeps batch statistics steady).
         extra: further per-row arrays (e.g. ``{"weight": w}``), yielded in ``Batch.extra``.
         gpu_memory_fraction: on CUDA, copy the whole array to the GPU when it needs at most
             this fraction of the currently free GPU memory; 0 never does.
@@ -106,7 +104,6 @@ class BatchLoader:
         device: str | torch.device = "cpu",
         shuffle: bool = True,
         seed: int = 0,
-        drop_last: bool = False,
         extra: Mapping[str, np.ndarray] | None = None,
         gpu_memory_fraction: float = 0.5,
         rank: int = 0,
@@ -126,7 +123,6 @@ class BatchLoader:
         self.device = torch.device(device)
         self.shuffle = shuffle
         self.seed = int(seed)
-        self.drop_last = drop_last
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         if shuffle and batch_size % world_size:
@@ -139,7 +135,7 @@ class BatchLoader:
         self._labels = None if labels is None else _as_tensor(np.asarray(labels, np.float32))
         self._extra = {name: _as_tensor(values) for name, values in dict(extra or {}).items()}
         self._on_device: torch.Tensor | None = None
-        self.residency = "host"  # "device": whole array on the GPU; "pinned": staged copies
+        self.residency = "host"  # "device": whole array on the GPU; "pinned": per-batch copies
         if self.device.type == "cuda":
             self._place_on_cuda(gpu_memory_fraction)
 
@@ -194,8 +190,6 @@ class BatchLoader:
         """The row numbers of each batch of ``epoch`` (this rank's share under torchrun)."""
         order = self.order(epoch) if self.shuffle else self.rows()
         chunks = [order[lo : lo + self.batch_size] for lo in range(0, len(order), self.batch_size)]
-        if self.drop_last and chunks and len(chunks[-1]) < self.batch_size:
-            chunks.pop()
         if self.shuffle and self.world_size > 1:
             if chunks and len(chunks[-1]) < self.world_size:
                 chunks.pop()
@@ -205,38 +199,22 @@ class BatchLoader:
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Yield the batches of ``epoch`` on the device."""
-        chunks = self.batch_indices(epoch)
-        if self.residency == "host":
-            for rows in chunks:
-                yield self._make_batch(torch.from_numpy(self.images[rows]), torch.from_numpy(rows))
-            return
-        # The epoch's order goes to the GPU in one copy; each batch's index is a slice of it.
-        order = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
-        on_device = host_to_device(torch.from_numpy(order), self.device)
-        bounds = np.cumsum([0] + [len(rows) for rows in chunks])
-        indices = [on_device[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-        if self.residency == "device":
-            assert self._on_device is not None
-            for index in indices:
-                yield self._make_batch(self._on_device.index_select(0, index), index)
-        else:
-            yield from self._staged_batches(chunks, indices)
+        for rows in self.batch_indices(epoch):
+            yield self.gather(rows)
 
     def gather(self, rows: np.ndarray) -> Batch:
-        """The images of ``rows`` (any order) as one batch on the device, outside any epoch
-        (the study loader's views). Staged copies are not prefetched here."""
-        rows = np.asarray(rows, dtype=np.int64)
+        """The images of ``rows`` (any order) as one batch on the device."""
+        index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
         if self.residency == "device":
             assert self._on_device is not None
-            index = host_to_device(torch.from_numpy(rows), self.device)
+            index = host_to_device(index, self.device)
             return self._make_batch(self._on_device.index_select(0, index), index)
-        images = torch.from_numpy(self.images[rows])
+        images = torch.from_numpy(self.images[index.numpy()])
         if self.residency == "pinned":
             return self._make_batch(
-                host_to_device(images, self.device),
-                host_to_device(torch.from_numpy(rows), self.device),
+                host_to_device(images, self.device), host_to_device(index, self.device)
             )
-        return self._make_batch(images, torch.from_numpy(rows))
+        return self._make_batch(images, index)
 
     def _make_batch(self, images: torch.Tensor, index: torch.Tensor) -> Batch:
         """Assemble a batch; ``index`` lives where the label tensors live."""
@@ -251,35 +229,3 @@ class BatchLoader:
                 extra={name: values.to(self.device) for name, values in extra.items()},
             )
         return batch
-
-    def _staged_batches(
-        self, chunks: list[np.ndarray], indices: list[torch.Tensor]
-    ) -> Iterator[Batch]:
-        """Gather into two pinned buffers in turn; batch k+1 is staged before k is yielded."""
-        side = self.images.shape[1:]
-        cuda = self.device.type == "cuda"  # False only when a test forces this path on CPU
-        largest = max((len(rows) for rows in chunks), default=0)
-        buffers = [
-            torch.empty((largest, *side), dtype=torch.uint8, pin_memory=cuda) for _ in range(2)
-        ]
-        copied: list[torch.cuda.Event | None] = [None, None]
-
-        def stage(k: int) -> Batch:
-            slot = k % 2
-            if copied[slot] is not None:
-                copied[slot].synchronize()  # the copy out of this buffer (batch k-2) is done
-            rows = chunks[k]
-            host = buffers[slot][: len(rows)]
-            np.take(self.images, rows, axis=0, out=host.numpy())
-            if not cuda:
-                return self._make_batch(host.clone(), indices[k])
-            images = host.to(self.device, non_blocking=True)
-            copied[slot] = torch.cuda.Event()
-            copied[slot].record()
-            return self._make_batch(images, indices[k])
-
-        pending = stage(0) if chunks else None
-        for k in range(len(chunks)):
-            following = stage(k + 1) if k + 1 < len(chunks) else None
-            yield pending
-            pending = following

@@ -10,11 +10,13 @@ the operating system pages in what is used).
 Keying and trust. A cache is named by a fingerprint of the file list (path, size and mtime of
 every row, in row order) and the preprocessing parameters (S, resize mode, reader limits,
 format version). An unchanged input finds its cache and reuses it instantly; a touched file, a
-new row or another S builds a new one. Files are written under temporary names in the cache
-folder and moved into place with ``os.replace``; the manifest (JSON) is written last and a
-cache is only trusted when its manifest is complete and agrees with the array and with the
-frame. So an interrupted build (Ctrl-C, kill -9, a full disk) never leaves anything a later
-run would use; its temporary files are ignored and removed by the next build on this host.
+new row or another S builds a new one. Both files are written through
+:func:`mura_lib.disk.atomic_path` (a unique temporary name, then ``os.replace``); the manifest
+(JSON) is written last and a cache is only trusted when its manifest is complete and agrees
+with the array and with the frame. So an interrupted build (Ctrl-C, a full disk) leaves
+nothing, and one killed outright leaves only a hidden temporary file that nothing reads
+(``make clean`` removes the cache folder); two processes building one cache at once each write
+their own temporary file, and the last to finish wins with the same content.
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ import hashlib
 import json
 import math
 import os
-import socket
 import time
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +37,11 @@ from tqdm import tqdm
 
 from mura_lib import config
 from mura_lib.data import images as image_io
-from mura_lib.disk import disk_full_guard
+from mura_lib.disk import atomic_path, write_text_atomic
 from mura_lib.errors import ImageReadError
 
 # Bump when the stored pixels would change for the same inputs (decoder, filter, layout).
 CACHE_VERSION = 1
-_TMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -109,55 +108,6 @@ def cache_fingerprint(paths: list[str], size: int, resize: str) -> str:
     return digest.hexdigest()
 
 
-def _temp_path(final: Path) -> Path:
-    """A unique temporary name in the final file's folder (so os.replace is atomic)."""
-    owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    return final.with_name(f"{_TMP_PREFIX}{owner}-{final.name}")
-
-
-def _remove_stale_temps(cache_dir: Path, max_age_s: float = 7 * 24 * 3600) -> None:
-    """Delete temporary files of builds that died (kill -9, power loss).
-
-    A file is stale when the process that wrote it no longer runs on this host. Files of other
-    hosts (a shared disk) are only removed after a week, since their owner may still be busy.
-    """
-    mine = f"{_TMP_PREFIX}{socket.gethostname()}-"
-    for tmp in cache_dir.glob(f"{_TMP_PREFIX}*"):
-        try:
-            if tmp.name.startswith(mine):
-                stale = not _pid_alive(int(tmp.name[len(mine) :].split("-")[0]))
-            else:
-                stale = time.time() - tmp.stat().st_mtime > max_age_s
-            if stale:
-                tmp.unlink(missing_ok=True)
-        except (ValueError, OSError):
-            continue
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _write_json_atomic(final: Path, payload: dict) -> None:
-    tmp = _temp_path(final)
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _reserve(path: Path) -> None:
     """Allocate a memory-mapped file's blocks now, so that a full disk is an OSError here and
     not a SIGBUS in a worker writing pixels into a sparse file later."""
@@ -166,9 +116,19 @@ def _reserve(path: Path) -> None:
             os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
+def _keep_rows(path: Path, kept: list[int], what: str) -> None:
+    """Replace the array at ``path`` by its ``kept`` rows (the readable images), copied in
+    slabs to bound memory. Rare: only when ``skip_bad`` left images out."""
+    source = np.load(path, mmap_mode="r")
+    with atomic_path(path, what) as compact:
+        shape = (len(kept), *source.shape[1:])
+        target = np.lib.format.open_memmap(compact, mode="w+", dtype=np.uint8, shape=shape)
+        _reserve(compact)
+        for lo in range(0, len(kept), 1024):
+            target[lo : lo + 1024] = source[kept[lo : lo + 1024]]
+        target.flush()
+        del target
+    del source
 
 
 def _process_chunk(
@@ -295,7 +255,6 @@ def build_cache(
             _raise_for_bad(cached.report.bad, len(frame))
         return cached
 
-    _remove_stale_temps(cache_dir)
     manifest_path.unlink(missing_ok=True)  # whatever was there did not agree: never trust it
     started = time.perf_counter()
     n = len(paths)
@@ -305,85 +264,64 @@ def build_cache(
     starts = list(range(0, n, chunk))
     jobs = max(1, min(jobs, len(starts)))
 
-    full = _temp_path(npy)
-    kept_file = _temp_path(npy)
-    with disk_full_guard(cache_dir, f"the image cache ({n} images at {size} px)"):
-        try:
-            shape = (n, size, size)
-            np.lib.format.open_memmap(full, mode="w+", dtype=np.uint8, shape=shape).flush()
-            _reserve(full)
-            bad: list[BadImage] = []
-            notes: list[str] = []
-            tasks = (
-                joblib.delayed(_process_chunk)(str(full), paths[s : s + chunk], s, size, resize)
-                for s in starts
-            )
-            bar = tqdm(
-                total=n,
-                unit="img",
-                desc=f"caching {n} images at {size}px",
-                disable=not progress,
-                mininterval=1.0,
-            )
-            with (
-                bar,
-                warnings.catch_warnings(),
-                joblib.Parallel(n_jobs=jobs, return_as="generator_unordered") as parallel,
-            ):
-                # Stopping at the first bad file cancels the queued tasks; joblib warns so.
-                warnings.filterwarnings("ignore", message=".*tasks which were still being")
-                for start, chunk_bad, chunk_notes in parallel(tasks):
-                    bad += [BadImage(row, paths[row], reason) for row, reason in chunk_bad]
-                    notes += chunk_notes
-                    if bad and not skip_bad:
-                        _raise_for_bad(bad, n, complete=False)  # stop early: no point going on
-                    bar.update(min(chunk, n - start))
-            bad.sort(key=lambda item: item.row)
-            notes.sort()
-            bad_rows = {item.row for item in bad}
-            kept = [row for row in range(n) if row not in bad_rows]
-            if bad:
-                # Rare path: copy the readable rows into a compact array, in slabs to bound memory.
-                source = np.load(full, mmap_mode="r")
-                target = np.lib.format.open_memmap(
-                    kept_file, mode="w+", dtype=np.uint8, shape=(len(kept), size, size)
-                )
-                _reserve(kept_file)
-                for lo in range(0, len(kept), 1024):
-                    target[lo : lo + 1024] = source[kept[lo : lo + 1024]]
-                target.flush()
-                del source, target
-                full.unlink()
-                full = kept_file
-            _fsync(full)
-            os.replace(full, npy)
-            seconds = time.perf_counter() - started
-            _write_json_atomic(
-                manifest_path,
-                {
-                    "version": CACHE_VERSION,
-                    "fingerprint": fingerprint,
-                    "size": size,
-                    "resize": resize,
-                    "shape": [len(kept), size, size],
-                    "dtype": "uint8",
-                    "npy_bytes": npy.stat().st_size,
-                    "n_requested": n,
-                    "paths": [paths[row] for row in kept],
-                    "rel_paths": (
-                        frame["rel_path"].astype(str).iloc[kept].tolist()
-                        if "rel_path" in frame.columns
-                        else None
-                    ),
-                    "bad": [vars(item) for item in bad],
-                    "warnings": notes,
-                    "seconds": seconds,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                },
-            )
-        finally:
-            full.unlink(missing_ok=True)
-            kept_file.unlink(missing_ok=True)
+    what = f"the image cache ({n} images at {size} px)"
+    with atomic_path(npy, what) as array:
+        np.lib.format.open_memmap(array, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
+        _reserve(array)
+        bad: list[BadImage] = []
+        notes: list[str] = []
+        tasks = (
+            joblib.delayed(_process_chunk)(str(array), paths[s : s + chunk], s, size, resize)
+            for s in starts
+        )
+        bar = tqdm(
+            total=n,
+            unit="img",
+            desc=f"caching {n} images at {size}px",
+            disable=not progress,
+            mininterval=1.0,
+        )
+        with (
+            bar,
+            warnings.catch_warnings(),
+            joblib.Parallel(n_jobs=jobs, return_as="generator_unordered") as parallel,
+        ):
+            # Stopping at the first bad file cancels the queued tasks; joblib warns so.
+            warnings.filterwarnings("ignore", message=".*tasks which were still being")
+            for start, chunk_bad, chunk_notes in parallel(tasks):
+                bad += [BadImage(row, paths[row], reason) for row, reason in chunk_bad]
+                notes += chunk_notes
+                if bad and not skip_bad:
+                    _raise_for_bad(bad, n, complete=False)  # stop early: no point going on
+                bar.update(min(chunk, n - start))
+        bad.sort(key=lambda item: item.row)
+        notes.sort()
+        bad_rows = {item.row for item in bad}
+        kept = [row for row in range(n) if row not in bad_rows]
+        if bad:
+            _keep_rows(array, kept, what)
+    seconds = time.perf_counter() - started
+    manifest = {
+        "version": CACHE_VERSION,
+        "fingerprint": fingerprint,
+        "size": size,
+        "resize": resize,
+        "shape": [len(kept), size, size],
+        "dtype": "uint8",
+        "npy_bytes": npy.stat().st_size,
+        "n_requested": n,
+        "paths": [paths[row] for row in kept],
+        "rel_paths": (
+            frame["rel_path"].astype(str).iloc[kept].tolist()
+            if "rel_path" in frame.columns
+            else None
+        ),
+        "bad": [vars(item) for item in bad],
+        "warnings": notes,
+        "seconds": seconds,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=1), what)
 
     loaded = _load_trusted(frame, fingerprint, npy, manifest_path, size, resize)
     if loaded is None:  # another process replaced it in between; rare, and not ours to fix

@@ -22,7 +22,8 @@ from mura_lib.data.mura import MuraIndex, scan_mura
 from mura_lib.data.mura_layout import ordered_parts
 
 # Rajpurkar et al. 2017, Table 1 (= the official MURA-v1.1 CSVs): studies normal / abnormal
-# and images, per body part, for train and valid.
+# and images, per body part, for train and valid. The project's one copy: the synthetic
+# profiles (mura_lib.synthetic.profiles.TABLE1) are derived from it.
 PAPER_TABLE1 = pd.DataFrame(
     [
         (1094, 660, 4931, 92, 66, 465),

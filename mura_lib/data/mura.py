@@ -1,31 +1,45 @@
 """Index a MURA-v1.1 tree: one row per image, from the official CSVs or a walk of the folders.
 
-:func:`read_mura` returns the image index frame of the project's contract (see
-`.notes/CONTRACTS.md`); :func:`scan_mura` returns it together with a report of every file it
-did not take and how it read each split::
+:func:`read_mura` returns the image index frame; :func:`scan_mura` returns it together with a
+report of every file it did not take and how it read each split::
 
     index = scan_mura("data_sample")      # the MURA-v1.1 folder or its parent
     index.frame                            # = read_mura("data_sample")
     index.skipped                          # DataFrame: path, reason (AppleDouble, hidden, ...)
     index.source                           # {"train": "csv", "valid": "csv"}
 
+The frame has one row per image, the columns of :data:`COLUMNS`, a RangeIndex, and rows sorted
+by split, body part, patient, study and view:
+
+- `path`: the image's absolute path; `rel_path`: as in the official image CSV
+  (`MURA-v1.1/train/XR_ELBOW/patient00001/study1_negative/image1.png`, whatever the folder's
+  name on disk);
+- `split` ("train" / "valid"), `body_part` (the folder name without `XR_`);
+- `patient_id`, `study`, `view` (int64): the numbers of `patient<N>`, `study<N>`, `image<N>`;
+- `study_id`: `train/ELBOW/patient00001/study1`, unique per study across parts and splits;
+- `label` (int64): 1 abnormal (`_positive`), 0 normal (`_negative`); every view of a study
+  carries its study's label.
+
 How a split is read. When both `{split}_image_paths.csv` and `{split}_labeled_studies.csv`
 exist they are authoritative: every listed image must exist (checked with one `os.scandir`
 per listed study folder; nothing is decoded), and PNG files in those study folders that the
 CSV does not list are reported as skipped, not indexed. Study folders the CSV does not name
-are not opened. Without the CSVs the split's folder is walked with `os.scandir`. Both give
-the same frame for a tree that matches its CSVs.
+are not opened. Without the CSVs the split's folder is walked with `os.scandir`. Both run
+every path through the one parser of the layout
+(:func:`~mura_lib.data.mura_layout.parse_mura_path`) and build the frame in one place, so they
+give the same frame for a tree that matches its CSVs.
 
 What is never a row: macOS AppleDouble files (`._*`) and `__MACOSX` folders, hidden files,
 non-PNG files, stray files outside study folders and folders inside study folders. They are
 listed in `skipped`, never an error, because re-packaged copies of MURA are full of them.
 What is an error (:class:`~mura_lib.errors.MuraFormatError`, naming the file or CSV line
-and what to do): a folder that is not a MURA tree, a folder name outside the layout
-(`xr_hand/` among body parts, `notes/` among patients, `study1/` without a label suffix), a
-PNG in a study folder not named `image<N>.png`, a split with no images, a malformed or
-inconsistent CSV, images listed but missing, and two folders for one study
+and what to do): a folder that is not a MURA tree, a name outside the layout (`xr_hand/`
+among body parts, `notes/` among patients, `study1/` without a label suffix, a PNG not named
+`image<N>.png`, a CSV path of another split or outside the root), a split with no images, a
+malformed or inconsistent CSV (a label contradicting the folder's suffix, a duplicate, the two
+files disagreeing), images listed but missing, and two folders for one study
 (`study1_positive` and `study1_negative` of the same patient and part). Every `XR_<PART>`
-folder is a body part, MURA's seven or not (see :mod:`mura_lib.data.mura_layout`).
+folder is a body part, MURA's seven or not.
 
 A tree may hold one split only (a train-only tree for benchmarks, a valid-only tree for
 evaluation); a split folder that exists but holds no image is an error.
@@ -43,24 +57,22 @@ from typing import Literal
 import pandas as pd
 
 from mura_lib.config import SPLITS
-from mura_lib.data.mura_csv import (
-    image_csv_name,
-    listing,
-    read_split_csvs,
-    study_csv_name,
-)
+from mura_lib.data.mura_csv import listing, read_split_csvs
 from mura_lib.data.mura_layout import (
-    IMAGE_NAME_RE,
-    LABEL_OF_SUFFIX,
+    IMAGE,
     MURA_DIRNAME,
-    PATIENT_DIR_RE,
+    PART,
+    PART_DIR_RULE,
+    PATIENT,
     SKIP_UNLISTED,
-    STUDY_DIR_RE,
-    ImageRecord,
-    body_part_of,
+    STUDY,
+    BadName,
+    MuraPath,
     find_mura_root,
+    image_csv_name,
+    parse_mura_path,
     skip_reason,
-    study_rel,
+    study_csv_name,
 )
 from mura_lib.errors import MuraFormatError
 
@@ -71,6 +83,17 @@ COLUMNS = (
 )  # fmt: skip
 SORT_KEYS = ["split", "body_part", "patient_id", "study", "view"]  # "train" < "valid"
 SKIP_EMPTY_STUDY = "study folder without images"
+
+# What the walk says of a name outside the layout, by level (it opens train/ and valid/ by
+# name, so a split is never misnamed).
+_WALK_PROBLEMS = {
+    PART: "{name!r} is not a body-part folder; expected " + PART_DIR_RULE + ". Remove or "
+    "rename that folder.",
+    PATIENT: "expected a patient folder named patient<NNNNN>. Remove or rename that folder.",
+    STUDY: "expected a study folder named study<N>_positive or study<N>_negative (the suffix "
+    "is the label). Remove or rename that folder.",
+    IMAGE: "a PNG not named image<N>.png, so it has no view number. Rename or remove it.",
+}
 
 Source = Literal["auto", "csv", "walk"]
 
@@ -94,7 +117,7 @@ class MuraIndex:
 
 
 def read_mura(root: str | os.PathLike[str]) -> pd.DataFrame:
-    """The image index frame of a MURA tree (see the module docstring and CONTRACTS.md).
+    """The image index frame of a MURA tree (see the module docstring).
 
     Args:
         root: the MURA-v1.1 folder or its parent.
@@ -121,10 +144,10 @@ def scan_mura(root: str | os.PathLike[str], source: Source = "auto") -> MuraInde
     folder = find_mura_root(root)
     sources = _split_sources(folder, source)
     skipped: list[tuple[str, str]] = []
-    records: list[ImageRecord] = []
+    records: list[MuraPath] = []
     for split, how in sources.items():
         if how == "csv":
-            records += _check_csv_split(folder, split, skipped)
+            records += _read_csv_split(folder, split, skipped)
         else:
             records += _walk_split(folder, split, skipped)
     _check_one_folder_per_study(folder, records)
@@ -170,28 +193,7 @@ def _split_sources(folder: Path, source: Source) -> dict[str, str]:
     return sources
 
 
-def _study_pngs(study_path: str, skipped: list[tuple[str, str]]) -> list[str]:
-    """Names of the PNG files of one study folder; every other entry goes to `skipped`."""
-    names = []
-    for entry in _entries(study_path):
-        reason = skip_reason(entry.name, entry.is_dir(), in_study=True)
-        if reason:
-            skipped.append((entry.path, reason))
-        else:
-            names.append(entry.name)
-    return names
-
-
-def _subfolders(path: str, skipped: list[tuple[str, str]]) -> list[os.DirEntry[str]]:
-    """The folders of a non-study folder of the tree; every other entry goes to `skipped`."""
-    kept = []
-    for entry in _entries(path):
-        reason = skip_reason(entry.name, entry.is_dir(), in_study=False)
-        if reason:
-            skipped.append((entry.path, reason))
-        else:
-            kept.append(entry)
-    return kept
+# ---------------------------------------------------------------- the folders
 
 
 def _entries(path: str) -> list[os.DirEntry[str]]:
@@ -205,41 +207,41 @@ def _entries(path: str) -> list[os.DirEntry[str]]:
         ) from None
 
 
-def _walk_split(folder: Path, split: str, skipped: list[tuple[str, str]]) -> list[ImageRecord]:
+def _kept(path: str, skipped: list[tuple[str, str]], in_study: bool) -> list[os.DirEntry[str]]:
+    """The entries of a folder that may be data (folders; PNGs in a study); the rest skipped."""
+    kept = []
+    for entry in _entries(path):
+        reason = skip_reason(entry.name, entry.is_dir(), in_study)
+        if reason:
+            skipped.append((entry.path, reason))
+        else:
+            kept.append(entry)
+    return kept
+
+
+def _walked(entry: os.DirEntry[str], rel: str, level: int) -> MuraPath:
+    """Parse the relative path of an entry the walk found; a name outside the layout is the
+    user's to fix, named by its path on disk."""
+    try:
+        return parse_mura_path(rel, level)
+    except BadName as bad:
+        problem = _WALK_PROBLEMS[bad.level].format(name=bad.name)
+        raise MuraFormatError(f"{entry.path}: {problem}") from None
+
+
+def _walk_split(folder: Path, split: str, skipped: list[tuple[str, str]]) -> list[MuraPath]:
     """Index one split's folder without CSVs (one `os.scandir` per folder, no `stat`)."""
-    records: list[ImageRecord] = []
-    for part_entry in _subfolders(str(folder / split), skipped):
-        part = body_part_of(part_entry.name, where=part_entry.path)
-        for patient_entry in _subfolders(part_entry.path, skipped):
-            pm = PATIENT_DIR_RE.fullmatch(patient_entry.name)
-            if pm is None:
-                raise MuraFormatError(
-                    f"{patient_entry.path}: expected a patient folder named patient<NNNNN> "
-                    f"in {part_entry.name}/. Remove or rename that folder."
-                )
-            for study_entry in _subfolders(patient_entry.path, skipped):
-                sm = STUDY_DIR_RE.fullmatch(study_entry.name)
-                if sm is None:
-                    raise MuraFormatError(
-                        f"{study_entry.path}: expected a study folder named "
-                        "study<N>_positive or study<N>_negative (the suffix is the label). "
-                        "Remove or rename that folder."
-                    )
-                names = _study_pngs(study_entry.path, skipped)
-                rel = study_rel(split, part, patient_entry.name, study_entry.name)
-                if not names:
-                    skipped.append((study_entry.path, SKIP_EMPTY_STUDY))
-                for name in names:
-                    im = IMAGE_NAME_RE.fullmatch(name)
-                    if im is None:
-                        raise MuraFormatError(
-                            f"{os.path.join(study_entry.path, name)}: a PNG not named "
-                            "image<N>.png, so it has no view number. Rename or remove it."
-                        )
-                    records.append(ImageRecord(
-                        split, part, int(pm[1]), int(sm[1]), LABEL_OF_SUFFIX[sm[2]], rel, name,
-                        int(im[1]),
-                    ))  # fmt: skip
+    records: list[MuraPath] = []
+    for part in _kept(str(folder / split), skipped, in_study=False):
+        part_rel = _walked(part, f"{MURA_DIRNAME}/{split}/{part.name}", PART).rel_path
+        for patient in _kept(part.path, skipped, in_study=False):
+            patient_rel = _walked(patient, f"{part_rel}/{patient.name}", PATIENT).rel_path
+            for study in _kept(patient.path, skipped, in_study=False):
+                study_rel = _walked(study, f"{patient_rel}/{study.name}", STUDY).rel_path
+                images = _kept(study.path, skipped, in_study=True)
+                if not images:
+                    skipped.append((study.path, SKIP_EMPTY_STUDY))
+                records += [_walked(im, f"{study_rel}/{im.name}", IMAGE) for im in images]
     if not records:
         raise MuraFormatError(
             f"{folder / split}: holds no image (expected "
@@ -249,28 +251,27 @@ def _walk_split(folder: Path, split: str, skipped: list[tuple[str, str]]) -> lis
     return records
 
 
-def _check_csv_split(folder: Path, split: str, skipped: list[tuple[str, str]]) -> list[ImageRecord]:
+# ---------------------------------------------------------------- the CSVs
+
+
+def _read_csv_split(folder: Path, split: str, skipped: list[tuple[str, str]]) -> list[MuraPath]:
     """Read one split from its CSVs and check that every listed image exists on disk."""
-    records, lines = read_split_csvs(folder, split)
+    records, listed = read_split_csvs(folder, split)
     image_csv = folder / image_csv_name(split)
     if not (folder / split).is_dir():
         raise MuraFormatError(
             f"{image_csv}: lists {len(records)} images but the folder {folder / split} does "
             "not exist. Extract the images from the MURA-v1.1 archive next to the CSV files."
         )
-    by_study: dict[str, list[tuple[str, int]]] = {}
-    for rec, line in zip(records, lines, strict=True):
-        by_study.setdefault(rec.study_rel, []).append((rec.image_name, line))
     missing: list[str] = []
-    base = str(folder)
-    for rel, listed in by_study.items():
-        study_path = os.path.join(base, *rel.split("/")[1:])
+    for rel, names in listed.items():
+        study_path = os.path.join(folder, *rel.split("/")[1:])
         try:
-            on_disk = set(_study_pngs(study_path, skipped))
+            on_disk = {entry.name for entry in _kept(study_path, skipped, in_study=True)}
         except (FileNotFoundError, NotADirectoryError):
             on_disk = set()
-        missing += [f"{rel}/{name} (line {n})" for name, n in listed if name not in on_disk]
-        for name in sorted(on_disk.difference(name for name, _ in listed)):
+        missing += [f"{rel}/{name} (line {n})" for name, n in names.items() if name not in on_disk]
+        for name in sorted(on_disk.difference(names)):
             skipped.append((os.path.join(study_path, name), SKIP_UNLISTED))
     if missing:
         raise MuraFormatError(
@@ -281,14 +282,17 @@ def _check_csv_split(folder: Path, split: str, skipped: list[tuple[str, str]]) -
     return records
 
 
-def _check_one_folder_per_study(folder: Path, records: list[ImageRecord]) -> None:
+# ---------------------------------------------------------------- the frame
+
+
+def _check_one_folder_per_study(folder: Path, records: list[MuraPath]) -> None:
     """Raise when two folders (e.g. study1_positive and study1_negative) are one study_id."""
-    seen: dict[tuple[str, str, int, int], str] = {}
+    seen: dict[tuple, str] = {}
     for rec in records:
         key = (rec.split, rec.part, rec.patient_id, rec.study)
-        other = seen.setdefault(key, rec.study_rel)
-        if other != rec.study_rel:
-            first, second = sorted((other, rec.study_rel))
+        other = seen.setdefault(key, rec.folder)
+        if other != rec.folder:
+            first, second = sorted((other, rec.folder))
             raise MuraFormatError(
                 f"{folder}: {first}/ and {second}/ are the same study (same split, part, "
                 "patient and study number), so its label is ambiguous. Keep one of the two "
@@ -296,15 +300,12 @@ def _check_one_folder_per_study(folder: Path, records: list[ImageRecord]) -> Non
             )
 
 
-def _build_frame(folder: Path, records: list[ImageRecord]) -> pd.DataFrame:
-    """The contract's frame from records in any order (sorted here, RangeIndex)."""
+def _build_frame(folder: Path, records: list[MuraPath]) -> pd.DataFrame:
+    """The frame (see the module docstring) from image records in any order."""
     prefix_len = len(MURA_DIRNAME) + 1
     base = str(folder) + os.sep
     rel = [r.rel_path for r in records]
-    if os.sep == "/":
-        path = [base + p[prefix_len:] for p in rel]
-    else:
-        path = [base + p[prefix_len:].replace("/", os.sep) for p in rel]
+    path = [base + p[prefix_len:].replace("/", os.sep) for p in rel]
     frame = pd.DataFrame(
         {
             "path": path,

@@ -9,9 +9,11 @@ Each split has two CSV files in the MURA-v1.1 folder:
 
 The official copies have no header and LF line ends; copies found on the web sometimes add a
 header row (`Img_Path` / `Img_Path,Label`), CRLF line ends or a UTF-8 byte-order mark, and all
-of those are accepted. Blank lines are ignored. Everything else that is not a MURA path
-(another split, a body-part folder not named `XR_<PART>`, `..`, an absolute path, a label
-that contradicts the study folder's `_positive`/`_negative` suffix, a duplicate) raises
+of those are accepted. Blank lines are ignored. Every path goes through the layout's parser
+(:func:`~mura_lib.data.mura_layout.parse_mura_path`), the one the folder walk uses too.
+Everything that is not a MURA path of the split (another split, a body-part folder not named
+`XR_<PART>`, `..`, an absolute path), a label that contradicts the study folder's
+`_positive`/`_negative` suffix, a duplicate, or two files that disagree raises
 :class:`~mura_lib.errors.MuraFormatError` naming the file and line.
 
 Whether the listed files exist is checked by :mod:`mura_lib.data.mura`, which owns the disk.
@@ -20,16 +22,24 @@ Whether the listed files exist is checked by :mod:`mura_lib.data.mura`, which ow
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from mura_lib.data.mura_layout import (
-    IMAGE_PATH_RE,
-    LABEL_OF_SUFFIX,
-    STUDY_PATH_RE,
-    ImageRecord,
-    describe_bad_path,
-    record_from_match,
+    EXPECTED_IMAGE_PATH,
+    IMAGE,
+    MURA_DIRNAME,
+    PART,
+    PART_DIR_RULE,
+    ROOT,
+    SPLIT,
+    STUDY,
+    BadName,
+    MuraPath,
+    image_csv_name,
+    parse_mura_path,
+    study_csv_name,
 )
 from mura_lib.errors import MuraFormatError
 
@@ -39,14 +49,6 @@ _HEADER_NAMES = {"img_path", "image_path", "path", "study", "study_path"}
 _FIX_LINE = "Fix or delete that line, or delete the split's two CSV files to index the folders."
 # How many offending entries a message lists before saying "and N more".
 MAX_LISTED = 5
-
-
-def image_csv_name(split: str) -> str:
-    return f"{split}_image_paths.csv"
-
-
-def study_csv_name(split: str) -> str:
-    return f"{split}_labeled_studies.csv"
 
 
 def listing(items: list[str], total: int | None = None) -> str:
@@ -96,70 +98,98 @@ def _fields(path: Path, line: int, fields: list[str], n: int, what: str) -> list
     return fields
 
 
-def read_image_csv(path: Path, split: str) -> tuple[list[ImageRecord], list[int]]:
-    """Parse `{split}_image_paths.csv`; returns the records and their line numbers, in file order.
+def _listed(path: Path, line: int, text: str, split: str, level: int) -> MuraPath:
+    """Parse a path a CSV line lists: a path of this split down to `level`, or an error."""
+    try:
+        parsed = parse_mura_path(text, level)
+        if parsed.split != split:
+            raise BadName(SPLIT, parsed.split)
+        return parsed
+    except BadName as bad:
+        problem = _listed_problem(text, split, level, bad)
+    raise MuraFormatError(f"{path}, line {line}: {problem}. {_FIX_LINE}")
+
+
+def _listed_problem(text: str, split: str, level: int, bad: BadName) -> str:
+    """Why a CSV path is not a MURA path, in words."""
+    what, expected = "image path", EXPECTED_IMAGE_PATH
+    if level == STUDY:
+        what, expected = "study folder", EXPECTED_IMAGE_PATH.rsplit("/", 1)[0] + "/"
+    if text.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", text) or ".." in text.split("/"):
+        return (
+            f"the path {text!r} escapes the MURA root (absolute or with '..'); paths must be "
+            f"relative, like {expected}"
+        )
+    if bad.level == ROOT:
+        return f"{text!r} does not start with {MURA_DIRNAME}/; expected {expected}"
+    if bad.level == SPLIT:
+        return f"{text!r} is not a {split} path; expected {split}/ after {MURA_DIRNAME}/"
+    if bad.level == PART:
+        return f"{bad.name!r} in {text!r} is not a body-part folder; expected {PART_DIR_RULE}"
+    return f"{text!r} is not a MURA {what}; expected {expected}"
+
+
+def read_image_csv(path: Path, split: str) -> tuple[list[MuraPath], list[int]]:
+    """Parse `{split}_image_paths.csv`; returns the images and their line numbers, in file order.
 
     Raises:
         MuraFormatError: a line is not a MURA image path of this split, or is listed twice.
     """
-    records: list[ImageRecord] = []
+    records: list[MuraPath] = []
     lines: list[int] = []
     first_line: dict[str, int] = {}
     for line, fields in _rows(path):
         (text,) = _fields(path, line, fields, 1, "one image path a line")
-        m = IMAGE_PATH_RE.fullmatch(text)
-        if m is None or m[1] != split:
-            raise MuraFormatError(
-                f"{path}, line {line}: {describe_bad_path(text, split)}. {_FIX_LINE}"
-            )
+        record = _listed(path, line, text, split, IMAGE)
         if text in first_line:
             raise MuraFormatError(
                 f"{path}, line {line}: {text} is listed twice (first at line "
                 f"{first_line[text]}). {_FIX_LINE}"
             )
         first_line[text] = line
-        records.append(record_from_match(m))
+        records.append(record)
         lines.append(line)
     return records, lines
 
 
-def read_study_csv(path: Path, split: str) -> dict[str, tuple[int, int]]:
-    """Parse `{split}_labeled_studies.csv` into {study folder without '/': (label, line)}.
+def read_study_csv(path: Path, split: str) -> dict[str, int]:
+    """Parse `{split}_labeled_studies.csv` into {study folder without '/': line number}.
+
+    A label must be the one the folder's suffix gives, so the images take theirs from their
+    path, and this file only says which studies there are.
 
     Raises:
         MuraFormatError: a line is not `<study folder>,<0|1>` of this split, its label
             contradicts the folder's `_positive`/`_negative` suffix, or it is listed twice.
     """
-    studies: dict[str, tuple[int, int]] = {}
+    studies: dict[str, int] = {}
     for line, fields in _rows(path):
         text, label_text = _fields(path, line, fields, 2, "'<study folder>,<label>'")
-        m = STUDY_PATH_RE.fullmatch(text)
-        if m is None or m[1] != split:
-            bad = describe_bad_path(text, split, study_only=True)
-            raise MuraFormatError(f"{path}, line {line}: {bad}. {_FIX_LINE}")
+        key = text.removesuffix("/")
+        study = _listed(path, line, key, split, STUDY)
         if label_text not in ("0", "1"):
             raise MuraFormatError(
                 f"{path}, line {line}: label {label_text!r} is not 0 (normal) or 1 (abnormal). "
                 f"{_FIX_LINE}"
             )
-        label, suffix_label = int(label_text), LABEL_OF_SUFFIX[m[7]]
-        if label != suffix_label:
+        if int(label_text) != study.label:
+            folder = key.rpartition("/")[2]
             raise MuraFormatError(
-                f"{path}, line {line}: label {label} contradicts the folder name {m[5]!r} "
-                f"(_{m[7]} means {suffix_label}). The folder suffix is MURA's label: correct "
-                "the CSV line, or delete the split's two CSV files to index the folders."
+                f"{path}, line {line}: label {label_text} contradicts the folder name "
+                f"{folder!r} (_{folder.rpartition('_')[2]} means {study.label}). The folder "
+                "suffix is MURA's label: correct the CSV line, or delete the split's two CSV "
+                "files to index the folders."
             )
-        key = text.rstrip("/")
         if key in studies:
             raise MuraFormatError(
                 f"{path}, line {line}: study {key}/ is listed twice (first at line "
-                f"{studies[key][1]}). {_FIX_LINE}"
+                f"{studies[key]}). {_FIX_LINE}"
             )
-        studies[key] = (label, line)
+        studies[key] = line
     return studies
 
 
-def read_split_csvs(folder: Path, split: str) -> tuple[list[ImageRecord], list[int]]:
+def read_split_csvs(folder: Path, split: str) -> tuple[list[MuraPath], dict[str, dict[str, int]]]:
     """Parse and cross-check one split's two CSV files.
 
     Every listed image must belong to a labeled study and every labeled study must have at
@@ -167,7 +197,8 @@ def read_split_csvs(folder: Path, split: str) -> tuple[list[ImageRecord], list[i
     files come from different copies, and guessing which one is right would hide that.
 
     Returns:
-        The image records in file order and the line number of each in the image CSV.
+        The images in file order, and the listed studies: {study folder: {image file name:
+        line number in the image CSV}}.
 
     Raises:
         MuraFormatError: a malformed line, an empty file, or the two files disagree.
@@ -180,25 +211,26 @@ def read_split_csvs(folder: Path, split: str) -> tuple[list[ImageRecord], list[i
             f"{image_csv}: lists no images, so the {split} split is empty. Restore the file "
             "from the MURA-v1.1 archive, or delete the split's two CSV files to index the folders."
         )
-    listed_studies: dict[str, int] = {}
+    listed: dict[str, dict[str, int]] = {}
     for rec, line in zip(records, lines, strict=True):
-        listed_studies.setdefault(rec.study_rel, line)
-    unlabeled = [s for s in listed_studies if s not in studies]
+        study, _, name = rec.rel_path.rpartition("/")
+        listed.setdefault(study, {})[name] = line
+    unlabeled = [s for s in listed if s not in studies]
     if unlabeled:
-        shown = [f"{s}/ (line {listed_studies[s]})" for s in unlabeled[:MAX_LISTED]]
+        shown = [f"{s}/ (line {min(listed[s].values())})" for s in unlabeled[:MAX_LISTED]]
         raise MuraFormatError(
             f"{image_csv}: {len(unlabeled)} listed images belong to studies missing from "
             f"{study_csv.name}: {listing(shown, len(unlabeled))}. The two CSV files do not "
             "match: restore both from the same MURA-v1.1 archive, or delete both to index the "
             "folders."
         )
-    imageless = [s for s in studies if s not in listed_studies]
+    imageless = [s for s in studies if s not in listed]
     if imageless:
-        shown = [f"{s}/ (line {studies[s][1]})" for s in imageless[:MAX_LISTED]]
+        shown = [f"{s}/ (line {studies[s]})" for s in imageless[:MAX_LISTED]]
         raise MuraFormatError(
             f"{study_csv}: {len(imageless)} labeled studies have no images in "
             f"{image_csv.name}: {listing(shown, len(imageless))}. The two CSV files do not "
             "match: restore both from the same MURA-v1.1 archive, or delete both to index the "
             "folders."
         )
-    return records, lines
+    return records, listed

@@ -1,11 +1,12 @@
 """The MURA-v1.1 folder layout: where the tree is, what its names mean, what is not an image.
 
-Both ways of indexing MURA (the official CSVs and a walk of the folders) go through the
-functions here, so the two agree on every name they accept and every message they give.
-
 The layout (paper and official CSVs)::
 
     MURA-v1.1/{train,valid}/XR_<PART>/patient<NNNNN>/study<N>_<positive|negative>/image<N>.png
+
+:func:`parse_mura_path` is the one parser of that layout: every path of the official CSVs
+(:mod:`mura_lib.data.mura_csv`) and every folder and file of the walk (:mod:`mura_lib.data.mura`)
+goes through it, so the two ways of reading a split accept exactly the same names.
 
 Every `XR_<PART>` folder is a body part, PART in capitals, digits and underscores: MURA's seven
 (:data:`~mura_lib.config.BODY_PARTS`) and any other a tree in this layout holds (LERA's
@@ -37,63 +38,84 @@ SKIP_STRAY_FILE = "file outside a study folder"
 SKIP_FOLDER_IN_STUDY = "folder inside a study folder"
 SKIP_UNLISTED = "PNG not listed in the split's image CSV"
 
-# A body-part name, as the folder walk and the CSV paths both accept it.
-_PART = r"[A-Z0-9_]+"
-PART_DIR_RE = re.compile(rf"XR_({_PART})")
+# The levels of a relative path, as indices of its "/"-separated names.
+ROOT, SPLIT, PART, PATIENT, STUDY, IMAGE = range(6)
+_LEVEL_RES = (
+    re.compile(re.escape(MURA_DIRNAME)),
+    re.compile(r"train|valid"),
+    re.compile(r"XR_([A-Z0-9_]+)"),
+    re.compile(r"patient(\d+)"),
+    re.compile(r"study(\d+)_(positive|negative)"),
+    re.compile(r"image(\d+)\.png"),
+)
 PART_DIR_RULE = "XR_<PART>, PART in capitals, digits and underscores (XR_WRIST, XR_KNEE)"
-# Fast path: one regex per CSV line. Anything it rejects is diagnosed by `describe_bad_path`.
-IMAGE_PATH_RE = re.compile(
-    rf"{re.escape(MURA_DIRNAME)}/(train|valid)/XR_({_PART})/"
-    r"(patient(\d+))/(study(\d+)_(positive|negative))/(image(\d+)\.png)"
-)
-STUDY_PATH_RE = re.compile(
-    rf"{re.escape(MURA_DIRNAME)}/(train|valid)/XR_({_PART})/"
-    r"(patient(\d+))/(study(\d+)_(positive|negative))/?"
-)
-PATIENT_DIR_RE = re.compile(r"patient(\d+)")
-STUDY_DIR_RE = re.compile(r"study(\d+)_(positive|negative)")
-IMAGE_NAME_RE = re.compile(r"image(\d+)\.png")
-
-LABEL_OF_SUFFIX = {"positive": 1, "negative": 0}
 EXPECTED_IMAGE_PATH = (
     f"{MURA_DIRNAME}/<train|valid>/XR_<PART>/patient<NNNNN>/study<N>_<positive|negative>/"
     "image<N>.png"
 )
+LABEL_OF_SUFFIX = {"positive": 1, "negative": 0}
 
 
-class ImageRecord(NamedTuple):
-    """One image, as parsed from a CSV line or found by the walk (folder names kept verbatim)."""
+class BadName(ValueError):
+    """A relative path breaks the layout at `level`; `name` is the name found there ("" when
+    the path stops above that level). Each reader words it for its user: a CSV line, a folder."""
 
+    def __init__(self, level: int, name: str) -> None:
+        super().__init__(level, name)
+        self.level, self.name = level, name
+
+
+class MuraPath(NamedTuple):
+    """What a relative path of the layout names, down to its last level (None below it)."""
+
+    rel_path: str  # as in the official CSVs: MURA-v1.1/<split>/...
     split: str
-    part: str  # without XR_
-    patient_id: int
-    study: int
-    label: int
-    study_rel: str  # the study folder as the labeled-studies CSV names it, without the "/"
-    image_name: str
-    view: int
+    part: str | None = None  # without XR_
+    patient_id: int | None = None
+    study: int | None = None
+    label: int | None = None  # from the study folder's _positive / _negative suffix
+    view: int | None = None
 
     @property
-    def rel_path(self) -> str:
-        return f"{self.study_rel}/{self.image_name}"
+    def folder(self) -> str:
+        """The folder holding what the path names (for an image: its study folder)."""
+        return self.rel_path.rpartition("/")[0]
 
 
-def study_rel(split: str, part: str, patient_dir: str, study_dir: str) -> str:
-    """`MURA-v1.1/<split>/XR_<PART>/<patient_dir>/<study_dir>`, as in the official CSVs."""
-    return f"{MURA_DIRNAME}/{split}/XR_{part}/{patient_dir}/{study_dir}"
+def image_csv_name(split: str) -> str:
+    return f"{split}_image_paths.csv"
 
 
-def record_from_match(m: re.Match[str]) -> ImageRecord:
-    """Build a record from a match of :data:`IMAGE_PATH_RE`."""
-    return ImageRecord(
-        split=m[1],
-        part=m[2],
-        patient_id=int(m[4]),
-        study=int(m[6]),
-        label=LABEL_OF_SUFFIX[m[7]],
-        study_rel=m[0][: -len(m[8]) - 1],
-        image_name=m[8],
-        view=int(m[9]),
+def study_csv_name(split: str) -> str:
+    return f"{split}_labeled_studies.csv"
+
+
+def parse_mura_path(rel: str, level: int = IMAGE) -> MuraPath:
+    """Parse `rel`, a relative path from MURA-v1.1 down to `level` exactly.
+
+    Raises:
+        BadName: the first name that breaks the layout, or the path is shorter or longer.
+    """
+    names = rel.split("/")
+    found: list[re.Match[str] | None] = []
+    for i, name in enumerate(names[: level + 1]):
+        m = _LEVEL_RES[i].fullmatch(name)
+        if m is None:
+            raise BadName(i, name)
+        found.append(m)
+    if len(names) <= level:
+        raise BadName(len(names), "")
+    if len(names) > level + 1:
+        raise BadName(level + 1, names[level + 1])
+    split, part, patient, study, image = found[SPLIT:] + [None] * (IMAGE - level)
+    return MuraPath(
+        rel_path=rel,
+        split=split[0],
+        part=part and part[1],
+        patient_id=patient and int(patient[1]),
+        study=study and int(study[1]),
+        label=study and LABEL_OF_SUFFIX[study[2]],
+        view=image and int(image[1]),
     )
 
 
@@ -131,44 +153,9 @@ def ordered_parts(names: Iterable[str]) -> list[str]:
     return [p for p in BODY_PARTS if p in present] + sorted(present.difference(BODY_PARTS))
 
 
-def body_part_of(dirname: str, where: str) -> str:
-    """The body part named by an `XR_<PART>` folder; raises for anything else."""
-    m = PART_DIR_RE.fullmatch(dirname)
-    if m:
-        return m[1]
-    raise MuraFormatError(
-        f"{where}: {dirname!r} is not a body-part folder; expected {PART_DIR_RULE}. "
-        "Remove or rename that folder."
-    )
-
-
-def describe_bad_path(text: str, expected_split: str, study_only: bool = False) -> str:
-    """Explain, in words, why a CSV path is not a MURA path (used only on the slow error path)."""
-    what = "study folder" if study_only else "image path"
-    expected = EXPECTED_IMAGE_PATH.rsplit("/", 1)[0] + "/" if study_only else EXPECTED_IMAGE_PATH
-    parts = text.split("/")
-    if text.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", text) or ".." in parts:
-        return (
-            f"the path {text!r} escapes the MURA root (absolute or with '..'); paths must be "
-            f"relative, like {expected}"
-        )
-    if not text:
-        return f"empty {what}; expected {expected}"
-    if parts[0] != MURA_DIRNAME:
-        return f"{text!r} does not start with {MURA_DIRNAME}/; expected {expected}"
-    if len(parts) > 1 and parts[1] != expected_split:
-        return (
-            f"{text!r} is not a {expected_split} path; expected {expected_split}/ after "
-            f"{MURA_DIRNAME}/"
-        )
-    if len(parts) > 2 and not PART_DIR_RE.fullmatch(parts[2]):
-        return f"{parts[2]!r} in {text!r} is not a body-part folder; expected {PART_DIR_RULE}"
-    return f"{text!r} is not a MURA {what}; expected {expected}"
-
-
 def _looks_like_mura(folder: Path) -> bool:
     return any((folder / s).is_dir() for s in SPLITS) or any(
-        (folder / f"{s}_image_paths.csv").is_file() for s in SPLITS
+        (folder / image_csv_name(s)).is_file() for s in SPLITS
     )
 
 

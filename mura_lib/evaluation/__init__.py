@@ -1,4 +1,4 @@
-"""Evaluation: pure functions on a predictions frame (one row per image, see CONTRACTS.md).
+"""Evaluation: pure functions on a predictions frame (one row per image, see `predictions`).
 
 predictions   validate, canonicalise (float32 probabilities), read and write predictions.csv
 studies       per-image probabilities -> one score per study (mean of views, as the paper)

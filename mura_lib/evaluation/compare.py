@@ -144,7 +144,6 @@ def compare_predictions(
     threshold_a: float,
     threshold_b: float,
     *,
-    how: str = "mean",
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
@@ -161,8 +160,8 @@ def compare_predictions(
 
     where each metric holds ``a``, ``b``, ``diff`` (b - a) and ``ci`` (paired bootstrap).
     """
-    studies_a = study_scores(predictions_a, how=how, source=names[0])
-    studies_b = study_scores(predictions_b, how=how, source=names[1])
+    studies_a = study_scores(predictions_a, source=names[0])
+    studies_b = study_scores(predictions_b, source=names[1])
     _paired(studies_a, studies_b, names)
 
     def block(rows_a: pd.DataFrame, rows_b: pd.DataFrame, name: str) -> dict:
@@ -184,7 +183,7 @@ def compare_predictions(
         "a": names[0],
         "b": names[1],
         "n_studies": len(studies_a),
-        "aggregation": how,
+        "aggregation": "mean",
         "thresholds": {"a": float(threshold_a), "b": float(threshold_b)},
         "bootstrap": {
             "n_boot": int(n_boot),
@@ -230,18 +229,11 @@ def compare_evaluations(
     """
     pred_a, report_a = read_evaluation(folder_a)
     pred_b, report_b = read_evaluation(folder_b)
-    how_a, how_b = report_a.get("aggregation", "mean"), report_b.get("aggregation", "mean")
-    if how_a != how_b:
-        raise MuraError(
-            f"{folder_a} aggregates studies by {how_a!r} and {folder_b} by {how_b!r}: "
-            "compare evaluations that use the same study rule"
-        )
     return compare_predictions(
         pred_a,
         pred_b,
         report_a["threshold"],
         report_b["threshold"],
-        how=how_a,
         n_boot=n_boot,
         seed=seed,
         names=names or (str(folder_a), str(folder_b)),

@@ -1,8 +1,9 @@
 """The predictions frame: validation, canonical probabilities, CSV reading and writing.
 
-A predictions frame has one row per image (see ``.notes/CONTRACTS.md``): at least
-``study_id``, ``body_part``, ``label`` and ``prob``. Every evaluation function first passes it
-through :func:`check_predictions`, which returns a canonical copy.
+A predictions frame has one row per image: at least ``study_id``, ``body_part`` and ``label``
+(as in the image index of :mod:`mura_lib.data.mura`) and ``prob``, the model's probability that
+the image is abnormal; other columns of the index ride along. Every evaluation function first
+passes it through :func:`check_predictions`, which returns a canonical copy.
 
 Why probabilities are canonicalised to float32: the evaluation must give the same numbers
 whether it runs on the frame in memory or on ``predictions.csv`` read back from disk. A float

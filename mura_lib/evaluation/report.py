@@ -81,7 +81,6 @@ def _level(frame: pd.DataFrame, threshold: float, image: bool, n_boot: int, seed
 def evaluation_report(
     predictions: pd.DataFrame | str | os.PathLike,
     threshold: float | ThresholdChoice = FIXED_THRESHOLD,
-    how: str = "mean",
     n_boot: int = 1000,
     seed: int = 0,
     threshold_rule: str | None = None,
@@ -93,7 +92,6 @@ def evaluation_report(
         predictions: the predictions frame (one row per image), or the path of its CSV.
         threshold: the decision threshold chosen on the validation subset (a float, or the
             :class:`ThresholdChoice` returned by ``choose_threshold``, whose rule is recorded).
-        how: study aggregation, "mean" (the paper's) or "max".
         n_boot: bootstrap resamples for the intervals (0: none).
         seed: bootstrap seed; the same seed gives the same intervals.
         threshold_rule: how a float threshold was chosen, recorded as given (default "given").
@@ -126,14 +124,14 @@ def evaluation_report(
         threshold_note = threshold.note
         threshold = threshold.value
     threshold = float(threshold)
-    studies = study_scores(frame, how=how, source=source)
+    studies = study_scores(frame, source=source)
     return {
         "schema_version": SCHEMA_VERSION,
         "threshold": threshold,
         "threshold_rule": threshold_rule or "given",
         "threshold_note": threshold_note,
         "decision": DECISION_RULE,
-        "aggregation": how,
+        "aggregation": "mean",  # the paper's study score: the mean of the views
         "prob_precision": "float32",
         "bootstrap": {
             "n_boot": int(n_boot),

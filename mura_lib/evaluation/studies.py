@@ -1,8 +1,8 @@
 """Study-level aggregation of per-image predictions.
 
 MURA labels belong to studies, not images, and the paper scores a study by the arithmetic mean
-of its views' abnormality probabilities. :func:`study_scores` does that (or takes the maximum,
-a more sensitive alternative) and checks that the views of a study agree on the label.
+of its views' abnormality probabilities. :func:`study_scores` does that and checks that the
+views of a study agree on the label.
 """
 
 from __future__ import annotations
@@ -10,18 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mura_lib.errors import ConfigError
 from mura_lib.evaluation.predictions import PredictionsError, check_predictions
 
-AGGREGATIONS = ("mean", "max")
 # Columns copied to the study row when present; each must be constant within a study.
 _STUDY_COLUMNS = ("body_part", "patient_id", "split", "subset")
 
 
-def study_scores(
-    predictions: pd.DataFrame, how: str = "mean", source: str = "predictions frame"
-) -> pd.DataFrame:
-    """Aggregate per-image probabilities into one score per study.
+def study_scores(predictions: pd.DataFrame, source: str = "predictions frame") -> pd.DataFrame:
+    """Aggregate per-image probabilities into one score per study: the mean over its views.
 
     Rows are sorted by ``study_id`` (then ``view`` when present) before aggregating, so the
     result does not depend on the input's row order, and probabilities are canonical
@@ -30,7 +26,6 @@ def study_scores(
 
     Args:
         predictions: one row per image with at least study_id, body_part, label, prob.
-        how: "mean" (the paper's rule) or "max" (a study is as abnormal as its worst view).
         source: what to call the input in error messages.
 
     Returns:
@@ -38,12 +33,9 @@ def study_scores(
         patient_id / split / subset when present, label, prob and n_views.
 
     Raises:
-        ConfigError: ``how`` is not one of :data:`AGGREGATIONS`.
         PredictionsError: the frame is invalid, or the views of a study disagree on the label
             or body part (the message names the studies).
     """
-    if how not in AGGREGATIONS:
-        raise ConfigError(f"study aggregation must be one of {AGGREGATIONS}, not {how!r}.")
     frame = check_predictions(predictions, source=source)
     order = ["study_id", "view"] if "view" in frame.columns else ["study_id"]
     frame = frame.sort_values(order, kind="mergesort").reset_index(drop=True)
@@ -65,11 +57,7 @@ def study_scores(
                 "to the index."
             )
 
-    prob = frame["prob"].to_numpy()
-    if how == "mean":
-        score = np.add.reduceat(prob, starts) / n_views
-    else:
-        score = np.maximum.reduceat(prob, starts)
+    score = np.add.reduceat(frame["prob"].to_numpy(), starts) / n_views
 
     first = frame.iloc[starts]
     studies = pd.DataFrame({"study_id": first["study_id"].to_numpy()})

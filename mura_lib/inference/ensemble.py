@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mura_lib.disk import sha256_file
+from mura_lib.config import published_path
+from mura_lib.disk import sha256_file, write_text_atomic
 from mura_lib.errors import CheckpointError
 from mura_lib.inference.engine import check_tta, usable_checkpoint
 
@@ -69,7 +70,8 @@ class ModelSource:
         return self.manifest is not None
 
     def describe(self) -> dict:
-        """What metrics.json records of the model: the file and its members.
+        """What metrics.json records of the model: the file and its members, named as
+        :func:`~mura_lib.config.published_path` names files.
 
         No file hashes: a checkpoint holds its run's timings, so its hash changes from one
         identical rerun to the next, and metrics.json must not (the manifest's hashes are
@@ -77,10 +79,10 @@ class ModelSource:
         """
         return {
             "kind": "ensemble" if self.is_ensemble else "checkpoint",
-            "path": str(self.path),
+            "path": published_path(self.path),
             "members": [
                 {
-                    "path": str(member),
+                    "path": published_path(member),
                     "arch": ckpt["model_args"]["arch"],
                     "image_size": ckpt["image_size"],
                     "epoch": int(ckpt["epoch"]) + 1 if "epoch" in ckpt else None,
@@ -178,7 +180,6 @@ def write_manifest(
     the top k change would read them all again (hundreds of MB for DenseNet-169).
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     entries = []
     for member in members:
         member = Path(member)
@@ -197,10 +198,9 @@ def write_manifest(
         "threshold_note": threshold_note,
         "threshold_chosen_on": threshold_chosen_on,
     }
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
-    tmp.replace(out)
-    return out
+    return write_text_atomic(
+        out, json.dumps(manifest, indent=2, allow_nan=False) + "\n", "the ensemble manifest"
+    )
 
 
 def expand_members(paths: list[str | Path]) -> list[Path]:

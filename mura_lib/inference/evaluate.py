@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mura_lib.config import published_path
 from mura_lib.disk import write_text_atomic
 from mura_lib.errors import MuraError
 from mura_lib.inference.engine import check_tta
@@ -99,13 +100,13 @@ def evaluate_checkpoint(
     if source.is_ensemble:
         members = write_member_predictions(predicted, out_dir / "member_predictions.csv")
         report["members"] = member_summaries(source, members)
-    report["checkpoint"] = str(checkpoint)
+    report["checkpoint"] = published_path(checkpoint)
     report["model"] = source.describe()
     report["tta"] = tta
     report["threshold_source"] = threshold_source
     report["threshold_chosen_on"] = chosen_on
     report["split"] = split
-    report["skipped_images"] = predicted.skipped
+    report["skipped_images"] = [published_path(path) for path in predicted.skipped]
     write_json(report, out_dir / "metrics.json")
     return report
 
@@ -138,7 +139,7 @@ def member_summaries(source: ModelSource, members: pd.DataFrame) -> list[dict]:
         out.append(
             {
                 "column": member_column(k),
-                "path": str(path),
+                "path": published_path(path),
                 "threshold": float(ckpt["threshold"]),
                 "study_kappa": m["kappa"],
                 "study_auroc": m["auroc"],

@@ -10,13 +10,12 @@ saved on a GPU loads on a CPU-only machine (tensors are moved to CPU before savi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mura_lib.disk import disk_full_guard
+from mura_lib.disk import atomic_path
 from mura_lib.errors import CheckpointError
 from mura_lib.models.safe_load import load_weights_only
 
@@ -41,18 +40,12 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
     An interrupted save therefore leaves the previous file intact, never a truncated one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, **to_cpu(checkpoint)}
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise ValueError(f"checkpoint lacks {missing}")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with disk_full_guard(path.parent, f"the checkpoint {path.name}"):
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, f"the checkpoint {path.name}") as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -5,7 +5,7 @@ study's label, including the views on which an abnormal study's finding cannot b
 scores a study by the plain mean over its views. A :class:`StudyModel` is trained on the
 study's label directly; its head decides how the views are combined:
 
-* ``mean``: the mean of the views' logits (today's rule, now trained end to end);
+* ``mean``: the mean of the views' logits (the paper's study rule, trained end to end);
 * ``max``: the largest view logit (one clearly abnormal view makes the study abnormal);
 * ``attention``: gated attention pooling (Ilse, Tomczak & Welling 2018, "Attention-based Deep
   Multiple Instance Learning"): a score per view embedding ``h``,

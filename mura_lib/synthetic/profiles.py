@@ -12,21 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mura_lib.config import SPLITS
+from mura_lib.config import BODY_PARTS, SPLITS
+from mura_lib.data.describe import PAPER_TABLE1
 from mura_lib.errors import ConfigError
 from mura_lib.synthetic.study import Look, StudySpec
 
-# MURA-v1.1, paper Table 1 (= the official CSVs): part -> (train normal, train abnormal,
-# train images, valid normal, valid abnormal, valid images).
-TABLE1 = {
-    "ELBOW": (1094, 660, 4931, 92, 66, 465),
-    "FINGER": (1280, 655, 5106, 92, 83, 461),
-    "FOREARM": (590, 287, 1825, 69, 64, 301),
-    "HAND": (1497, 521, 5543, 101, 66, 460),
-    "HUMERUS": (321, 271, 1272, 68, 67, 288),
-    "SHOULDER": (1364, 1457, 8379, 99, 95, 563),
-    "WRIST": (2134, 1326, 9752, 140, 97, 659),
-}
+# The paper's Table 1 (mura_lib.data.describe.PAPER_TABLE1) as part -> (train normal, train
+# abnormal, train images, valid normal, valid abnormal, valid images).
+TABLE1 = {part: tuple(int(n) for n in PAPER_TABLE1.loc[part]) for part in BODY_PARTS}
 TABLE1_PATIENTS = {"train": 11184, "valid": 783}
 # The order in which the official CSVs list the parts; patient ids follow it.
 FILE_ORDER = ("SHOULDER", "HUMERUS", "FINGER", "ELBOW", "WRIST", "FOREARM", "HAND")

@@ -8,18 +8,15 @@ output, and reads the run's files back, giving the summary that :func:`fit` give
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from mura_lib.config import PROJ_ROOT
 from mura_lib.errors import MuraError
 from mura_lib.training.config import TrainConfig
-from mura_lib.training.train import fit
+from mura_lib.training.train import fit, run_summary
 
 
 def torchrun_argv(
@@ -47,7 +44,7 @@ def fit_with_torchrun(
     resume: bool = False,
     overwrite: bool = False,
 ) -> dict:
-    """Train with ``nproc`` processes; return fit()'s summary (history read from the run)."""
+    """Train with ``nproc`` processes; return fit()'s summary, read from the run's folder."""
     config.validate()
     argv = torchrun_argv(data_root, out_dir, config, nproc, resume=resume, overwrite=overwrite)
     env = {**os.environ, "MURA_PROGRESS": os.environ.get("MURA_PROGRESS", "log")}
@@ -64,7 +61,7 @@ def fit_with_torchrun(
     assert process.stdout is not None
     for line in process.stdout:
         lines.append(line.rstrip("\n"))
-        if not line.startswith('{"out_dir"'):
+        if not line.startswith('{"out_dir"'):  # the command's summary: read from files below
             print(line, end="", flush=True)
     code = process.wait()
     if code != 0:
@@ -74,9 +71,7 @@ def fit_with_torchrun(
             f"training with torchrun on {nproc} processes failed (status {code}): {reason}; "
             f"{out_dir}/last.pt keeps the last finished epoch, resume=True continues the run"
         )
-    summary = json.loads(next(line for line in reversed(lines) if line.startswith('{"out_dir"')))
-    summary["history"] = pd.read_csv(Path(out_dir) / "history.csv")
-    return summary
+    return run_summary(out_dir)
 
 
 def fit_on(

@@ -17,6 +17,7 @@ Protocol (fixing the defects of the project we grew from):
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import time
 from dataclasses import asdict
@@ -360,18 +361,30 @@ def _fit(
         log(_epoch_line(history[-1], config))
 
     barrier(ctx)  # rank 0's last writes are done before anyone reads best.pt
-    best = load_checkpoint(best_path)
+    return run_summary(out_dir, pd.DataFrame(history))
+
+
+def run_summary(out_dir: str | Path, history: pd.DataFrame | None = None) -> dict:
+    """The summary :func:`fit` returns, read from a finished run's folder: best.pt,
+    ensemble.json (with ``keep_top_k``) and history.csv unless ``history`` is given. This is
+    also how a run that torchrun made in other processes is read back."""
+    out_dir = Path(out_dir)
+    best = load_checkpoint(out_dir / "best.pt")
+    ensemble = out_dir / MANIFEST_NAME
+    manifest = json.loads(ensemble.read_text()) if ensemble.is_file() else None
+    if history is None:
+        history = pd.read_csv(out_dir / "history.csv")
     return {
         "out_dir": str(out_dir),
-        "best_checkpoint": str(best_path),
+        "best_checkpoint": str(out_dir / "best.pt"),
         "best_epoch": best["epoch"] + 1,
         "epochs_run": len(history),
         "metrics": best["metrics"],
         "threshold": best["threshold"],
         "threshold_rule": best["threshold_rule"],
-        "ensemble": str(out_dir / MANIFEST_NAME) if top_k.members else None,
-        "ensemble_epochs": [m["epoch"] + 1 for m in top_k.members],
-        "history": pd.DataFrame(history),
+        "ensemble": str(ensemble) if manifest else None,
+        "ensemble_epochs": manifest["chosen_by"]["epochs"] if manifest else [],
+        "history": history,
     }
 
 
