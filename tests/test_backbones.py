@@ -41,6 +41,10 @@ def not_a_model():
 
 def two_logits():
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 2))
+
+
+def broken():
+    raise ValueError("depth must be positive")
 '''
 
 
@@ -103,6 +107,36 @@ def test_freezing_by_prefix_for_every_source(mymodels, arch, trainable, trains):
 def test_bad_arch_names_say_what_to_do(mymodels, arch, message):
     with pytest.raises(ConfigError, match=message):
         build_model(arch, "none")
+
+
+@pytest.mark.parametrize(
+    ("source", "arch", "message"),
+    [
+        (
+            "def tiny_cnn(:\n",
+            "badsyntax:tiny_cnn",
+            r"importing badsyntax failed \(.*badsyntax.py:1\): SyntaxError",
+        ),
+        (
+            "import not_installed_lib\n",
+            "badimport:f",
+            r"importing badimport failed \(.*badimport.py:1\): ModuleNotFoundError",
+        ),
+        (
+            None,
+            "mymodels:broken",
+            r"its factory failed \(.*mymodels.py:\d+\): ValueError: depth must be positive",
+        ),
+    ],
+)
+def test_errors_in_own_code_are_one_line_naming_the_file(mymodels, source, arch, message):
+    if source is not None:
+        module = arch.partition(":")[0]
+        (mymodels.parent / f"{module}.py").write_text(source)
+        sys.modules.pop(module, None)
+    with pytest.raises(ConfigError, match=message) as info:
+        build_model(arch, "none")
+    assert "\n" not in str(info.value)
 
 
 def test_a_factory_of_the_wrong_shape_is_refused_before_training(mymodels):

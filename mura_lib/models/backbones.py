@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from typing import Any
 
 import torch
@@ -59,7 +60,11 @@ def create_backbone(arch: str, pretrained: bool = False, in_chans: int = 1) -> n
             )
         if in_chans != 1:
             raise ConfigError(f"{arch}: own factories take one input channel, not {in_chans}")
-        model = _factory(PROJECT_ARCHS.get(arch, arch))()
+        factory = _factory(PROJECT_ARCHS.get(arch, arch))
+        try:
+            model = factory()
+        except Exception as err:
+            raise _own_code_failed(arch, "its factory", err) from err
         if not isinstance(model, nn.Module):
             raise ConfigError(
                 f"arch {arch}: the factory returned a {type(model).__name__}, not a torch nn.Module"
@@ -167,15 +172,27 @@ def _factory(spec: str) -> Any:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name is None or not module_name.startswith(err.name):
-            raise  # the module exists but one of its own imports is missing: show that
+            raise _own_code_failed(spec, f"importing {module_name}", err) from err
         raise ConfigError(
             f"arch {spec}: cannot import {module_name!r}: put {module_name}.py in the project "
             f"root ({PROJ_ROOT}), the current folder or a folder on PYTHONPATH"
         ) from None
+    except Exception as err:  # a syntax error, or any error the module raises as it loads
+        raise _own_code_failed(spec, f"importing {module_name}", err) from err
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"arch {spec}: {module.__file__} defines no callable {attr!r}")
     return factory
+
+
+def _own_code_failed(spec: str, step: str, err: Exception) -> ConfigError:
+    """One line for an error in a researcher's own module, with the file and line it came from
+    (the traceback is one `python -c "import mymodels; mymodels.tiny_cnn()"` away)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    if isinstance(err, SyntaxError):
+        where = f" ({err.filename}:{err.lineno})"
+    return ConfigError(f"arch {spec}: {step} failed{where}: {type(err).__name__}: {err}")
 
 
 def _replace_head(model: nn.Module) -> None:
