@@ -36,42 +36,44 @@ class NoSpatialMapError(ConfigError):
     """The backbone has no spatial feature map to draw a class activation map from."""
 
 
-def last_feature_layer(model: nn.Module, images: torch.Tensor) -> nn.Module:
-    """The module whose output is the last spatial feature map of ``model`` on ``images``.
+def _module_outputs(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """Run ``model`` on ``images`` once; return its output and every submodule's tensor output,
+    as (module, tensor) in the order the modules finished."""
+    fired: list[tuple[nn.Module, torch.Tensor]] = []
+
+    def record(module: nn.Module, _inputs: tuple, out: object) -> None:
+        if isinstance(out, torch.Tensor):
+            fired.append((module, out))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if m is not model]
+    try:
+        output = model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return output, fired
+
+
+def _last_feature_map(model: nn.Module, fired: list) -> torch.Tensor:
+    """Among ``fired`` (see :func:`_module_outputs`), the last spatial feature map.
 
     Raises:
         NoSpatialMapError: the model has none (its features become tokens, as a ViT's do).
     """
-    fired: list[tuple[nn.Module, tuple[int, ...]]] = []
-    hooks = [
-        module.register_forward_hook(
-            lambda m, _i, out: (
-                fired.append((m, tuple(out.shape))) if isinstance(out, torch.Tensor) else None
-            )
-        )
-        for module in model.modules()
-        if module is not model
-    ]
-    try:
-        with torch.no_grad():
-            model(images[:1])
-    finally:
-        for hook in hooks:
-            hook.remove()
     # The last global pool (squeeze-and-excitation blocks pool too, inside the features).
     pools = [k for k, (m, _) in enumerate(fired) if _is_global_pool(m)]
     linears = [k for k, (m, _) in enumerate(fired) if isinstance(m, nn.Linear)]
     stop = pools[-1] if pools else linears[-1] if linears else len(fired)
     before = fired[:stop]
     pooling = set(fired[stop][0].modules()) if pools else set()  # a pool's own parts fire first
-    spatial = [k for k, (m, shape) in enumerate(before) if len(shape) == 4 and m not in pooling]
-    if not spatial or any(len(shape) == 3 for _, shape in before[spatial[-1] + 1 :]):
+    spatial = [k for k, (m, out) in enumerate(before) if out.ndim == 4 and m not in pooling]
+    if not spatial or any(out.ndim == 3 for _, out in before[spatial[-1] + 1 :]):
         raise NoSpatialMapError(
             f"no class activation maps for {type(model).__name__}: it has no spatial feature "
             "map before its classifier (a vision transformer?); CAMs need a convolutional "
             "backbone"
         )
-    return before[spatial[-1]][0]
+    return before[spatial[-1]][1]
 
 
 def _is_global_pool(module: nn.Module) -> bool:
@@ -82,10 +84,18 @@ def _is_global_pool(module: nn.Module) -> bool:
 def cam_unavailable(model: nn.Module, image_size: int) -> str | None:
     """Why ``model`` has no class activation maps (one line), or None when it has them."""
     device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
     try:
-        last_feature_layer(model, torch.zeros(1, 1, image_size, image_size, device=device))
+        with torch.no_grad():
+            _, fired = _module_outputs(
+                model, torch.zeros(1, 1, image_size, image_size, device=device)
+            )
+        _last_feature_map(model, fired)
     except NoSpatialMapError as err:
         return str(err)
+    finally:
+        model.train(was_training)
     return None
 
 
@@ -95,23 +105,19 @@ def class_activation_maps(
     """Return (cams (B, H, W) at the input resolution, logits (B,)) for normalised ``images``.
 
     High values are where the evidence for "abnormal" lies; the maps are signed (no ReLU), as
-    the CAM is, so that a normal film shows where it looks normal too.
+    the CAM is, so that a normal film shows where it looks normal too. One forward pass finds
+    the feature map and gives the logits; one gradient gives the weights.
     """
     was_training = model.training
     model.eval()  # BatchNorm statistics stay as trained; no dropout
-    captured: list[torch.Tensor] = []
     try:
-        layer = last_feature_layer(model, images)
-        handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
         # Gradients are needed, also when called under torch.inference_mode: a normal tensor
         # copied out of inference mode can be differentiated.
         with torch.inference_mode(False), torch.enable_grad():
             x = images.clone().requires_grad_(True)
-            try:
-                logits = model(x).float().squeeze(1)
-            finally:
-                handle.remove()
-            features = captured[0]
+            output, fired = _module_outputs(model, x)
+            logits = output.float().squeeze(1)
+            features = _last_feature_map(model, fired)
             (grads,) = torch.autograd.grad(logits.sum(), features)
             # Each image's logit depends on its own features only, so the gradient of the
             # sum is each image's own; the mean gradient over a map is that map's weight.
