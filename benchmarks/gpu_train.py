@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> dict:
     images = rng.integers(0, 256, (n, args.size, args.size), dtype=np.uint8)
     labels = rng.integers(0, 2, n).astype(np.float32)
     weight = np.ones(n)
-    loader = BatchLoader(images, labels, args.batch_size, device=device, extra={"weight": weight})
+    loader = BatchLoader(images, labels, args.batch_size, device=device, weights=weight)
     augmenter = Augmenter(TrainConfig().augmentations(), seed=0)
 
     def step(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
@@ -87,12 +87,12 @@ def run(args: argparse.Namespace) -> dict:
 
     def model_only(n: int) -> None:
         for _ in range(n):
-            step(fixed_x, fixed.labels, fixed.extra["weight"])
+            step(fixed_x, fixed.labels, fixed.weights)
 
     def pipeline(n: int) -> None:
         for _ in range(n):
             batch = next(stream)
-            step(augmenter(batch.images), batch.labels, batch.extra["weight"])
+            step(augmenter(batch.images), batch.labels, batch.weights)
 
     for warm in (model_only, pipeline):
         warm(args.warmup)

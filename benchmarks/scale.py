@@ -195,7 +195,8 @@ class FirstSteps:
     """The first ``steps`` batches of a loader's epoch: a timed stretch of a real epoch."""
 
     def __init__(self, loader, steps: int):
-        self.loader, self.steps, self.device = loader, steps, loader.device
+        self.loader, self.steps = loader, steps
+        self.device, self.grouped = loader.device, loader.grouped
 
     def __len__(self) -> int:
         return self.steps
@@ -213,19 +214,23 @@ def stage_train(root: Path, arch: str, size: int, cache_dir: Path, steps: int) -
     from mura_lib.models.build import build_model
     from mura_lib.training.config import TrainConfig
     from mura_lib.training.loop import train_one_epoch
-    from mura_lib.training.losses import image_loss_weights
+    from mura_lib.training.losses import image_loss_weights, weighted_bce
 
     train = pipeline_caches(root, size, cache_dir)["train"]  # built by its stage: opened
     batch = TRAIN_BATCH[arch]
     labels = train.frame["label"].to_numpy(np.float32)
     weight = image_loss_weights(train.frame, train.frame, "paper")
-    loader = BatchLoader(train.images, labels, batch, extra={"weight": weight}, shuffle=True)
+    loader = BatchLoader(train.images, labels, batch, weights=weight, shuffle=True)
     model = build_model(arch, "none", trainable="all")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     augmenter = Augmenter(TrainConfig().augmentations(), seed=0)
-    train_one_epoch(model, FirstSteps(loader, 1), augmenter, optimizer, 0)  # warm-up
+    train_one_epoch(
+        model, FirstSteps(loader, 1), augmenter, optimizer, 0, criterion=weighted_bce
+    )  # warm-up
     started = time.perf_counter()
-    train_one_epoch(model, FirstSteps(loader, steps), augmenter, optimizer, 1)
+    train_one_epoch(
+        model, FirstSteps(loader, steps), augmenter, optimizer, 1, criterion=weighted_bce
+    )
     rate = steps * batch / (time.perf_counter() - started)
     return {
         "train_images": len(labels),

@@ -15,16 +15,21 @@ import sys
 from collections.abc import Sequence
 
 from mura_lib.errors import MuraError
+from mura_lib.numerics import pinned_cpu_numerics
 
 # Kept here rather than imported from mura_lib.inference: `mura --help` must not load torch.
 TTA_CHOICES = ("none", "flip")
 TTA_HELP = "test-time augmentation (default: the one the threshold was chosen with)"
+LABELS_HELP = (
+    "folder of relabelled train_labeled_studies.csv and/or valid_labeled_studies.csv that "
+    "replace the tree's labels (default: the tree's)"
+)
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
     from mura_lib.data.describe import describe_mura
 
-    print(describe_mura(args.root))
+    print(describe_mura(args.root, labels=args.labels))
     return 0
 
 
@@ -34,6 +39,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if config.labels:  # from the working directory, as --data (TrainConfig's: the project root)
+        config.labels = os.path.abspath(config.labels)
     summary = fit(args.data, args.out, config, resume=args.resume, overwrite=args.overwrite)
     summary.pop("history")
     if os.environ.get("RANK", "0") == "0":  # under torchrun: one summary, from rank 0
@@ -56,6 +63,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         skip_bad_images=args.skip_bad_images,
         cache_dir=args.cache_dir or None,
         tta=args.tta,
+        labels=args.labels,
     )
     study = report["study"]["overall"]
     print(
@@ -161,6 +169,7 @@ def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
 
     p = sub.add_parser("describe", help="summarise a MURA-v1.1 tree: counts per split and part")
     p.add_argument("root", help="the MURA-v1.1 folder or its parent")
+    p.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
     p.set_defaults(func=_cmd_describe)
 
     p = sub.add_parser("train", help="train a model; writes OUT/best.pt, last.pt, history.csv")
@@ -184,6 +193,7 @@ def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-images", action="store_true")
     p.add_argument("--cache-dir", default="", help="image cache folder (default: cache/)")
     p.add_argument("--tta", choices=TTA_CHOICES, default=None, help=TTA_HELP)
+    p.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict image files or study folders (JSON lines)")
@@ -244,7 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        # Before any command imports torch: a CPU run's arithmetic is the same on every
+        # x86-64 CPU with AVX2 (see mura_lib.numerics).
+        with pinned_cpu_numerics(getattr(args, "device", "auto")):
+            return args.func(args)
     except MuraError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

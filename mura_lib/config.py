@@ -47,6 +47,7 @@ class RunPaths:
     results: Path  # executed notebooks, HTML, metrics.json, manifest.json
     figures: Path  # results/<profile>/figures
     models: Path  # checkpoints and training history
+    labels: Path | None = None  # relabelled {split}_labeled_studies.csv; None: the tree's labels
 
     def figure(self, name: str) -> Path:
         """Path of a figure file, creating the figures folder on first use."""
@@ -55,7 +56,11 @@ class RunPaths:
 
 
 def run_paths(
-    profile: str, data_root: str = "", results_dir: str = "", models_dir: str = ""
+    profile: str,
+    data_root: str = "",
+    results_dir: str = "",
+    models_dir: str = "",
+    labels: str = "",
 ) -> RunPaths:
     """Resolve a notebook's path parameters; empty strings mean the project defaults.
 
@@ -69,6 +74,7 @@ def run_paths(
         results=results,
         figures=results / "figures",
         models=from_root(models_dir) if models_dir else MODELS_DIR / profile,
+        labels=from_root(labels) if labels else None,
     )
 
 

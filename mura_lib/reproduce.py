@@ -7,8 +7,8 @@ Only when every notebook succeeded are the staging folders renamed into place, m
 then results: a failing or interrupted run never half-overwrites the results of the last good
 one, and its executed copy is kept in ``results/.failed-<profile>`` for inspection. A crash
 between the two renames leaves new models beside the old results' manifest: the next run says
-so before it replaces both, and :func:`check_publication` (for whatever reads published
-results) refuses them in one line that says what to do.
+so before it replaces both, and :func:`~mura_lib.publication.check_publication` (for whatever
+reads published results) refuses them in one line that says what to do.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from traitlets.config import Config
 
 from mura_lib.config import (
     MODELS_DIR,
@@ -34,14 +35,16 @@ from mura_lib.config import (
     PARAMS_DIR,
     RESULTS_DIR,
     STAGING_PREFIX,
-    from_root,
     project_relative,
     run_paths,
 )
 from mura_lib.disk import sha256_file, write_text_atomic
 from mura_lib.errors import BusyError, ConfigError, MuraError
 from mura_lib.locks import exclusive_lock
+from mura_lib.numerics import cpu_numerics, pinned_cpu_numerics
 from mura_lib.provenance import cpu_state, git_state, lock_drift, lock_warning
+from mura_lib.publication import publication_problem
+from mura_lib.verdict import committed_results, render
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_error_analysis.ipynb")
 KERNEL = "mura"  # registered in the venv by `make setup`
@@ -75,11 +78,13 @@ def load_profile(profile: str, data: str | None = None, params_dir: Path = PARAM
     return params
 
 
-def data_fingerprint(data_root: str | Path) -> dict:
-    """A digest of the data set's index: relative paths, labels and file sizes."""
-    from mura_lib.data import read_mura
+def data_fingerprint(data_root: str | Path, labels: Path | None = None) -> dict:
+    """A digest of the data set's index: relative paths, labels (those of the ``labels``
+    folder when given, recorded as such) and file sizes."""
+    from mura_lib.data import scan_mura
 
-    frame = read_mura(data_root)
+    index = scan_mura(data_root, labels=labels)
+    frame = index.frame
     digest = hashlib.sha256()
     for rel, label, path in zip(frame["rel_path"], frame["label"], frame["path"], strict=True):
         digest.update(f"{rel},{label},{os.path.getsize(path)}\n".encode())
@@ -87,6 +92,7 @@ def data_fingerprint(data_root: str | Path) -> dict:
         "n_images": len(frame),
         "n_studies": int(frame["study_id"].nunique()),
         "sha256": digest.hexdigest(),
+        "labels": index.labels,
     }
 
 
@@ -118,10 +124,15 @@ def run_pipeline(
             f"parameter(s) {unknown} of profile {profile!r} are not parameters of any notebook "
             "(a typo?); each notebook's parameters cell lists the names it takes"
         )
-    with exclusive_lock(
-        results_root / f".lock-{profile}",
-        f"the reproduce profile {profile!r}",
-        "wait for that run to finish or stop it (JupyterLab, another terminal)",
+    # The CPU numerics are pinned for the whole run (unless it is a GPU run): the notebooks'
+    # kernels inherit this process's environment.
+    with (
+        exclusive_lock(
+            results_root / f".lock-{profile}",
+            f"the reproduce profile {profile!r}",
+            "wait for that run to finish or stop it (JupyterLab, another terminal)",
+        ),
+        pinned_cpu_numerics(str(params.get("device", "auto"))),
     ):
         return _run_locked(
             profile, params, declared, results_root, models_root, notebooks_dir, kernel, log_output
@@ -148,8 +159,9 @@ def _run_locked(
         print(f"[reproduce] note: {problem}; this run replaces both", flush=True)
     for stale in (staging_results, staging_models):  # left by an interrupted run
         shutil.rmtree(stale, ignore_errors=True)
-    paths = run_paths(profile, params.get("data_root", ""))
-    data_info = data_fingerprint(paths.data_root)  # also stops early on a wrong data folder
+    paths = run_paths(profile, params.get("data_root", ""), labels=params.get("labels", ""))
+    # also stops early on a wrong data or label folder
+    data_info = data_fingerprint(paths.data_root, paths.labels)
     staging_results.mkdir(parents=True)
     params.update(
         results_dir=project_relative(staging_results), models_dir=project_relative(staging_models)
@@ -191,6 +203,7 @@ def _run_locked(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_state(),
+        "cpu_numerics": cpu_numerics(),  # what the notebooks' kernels inherited
         "packages": {p: importlib.metadata.version(p) for p in PACKAGES},
         "lock_drift": [list(row) for row in lock_drift()],  # [] when installed as locked
         "models": {  # the files these results were made with, as published
@@ -246,6 +259,7 @@ def _run_notebooks(
                 stderr_file=sys.stderr if log_output else None,
                 progress_bar=False,
                 cwd=str(notebooks_dir),
+                config=_kernel_config(),
             )
         except papermill.PapermillExecutionError as err:
             if err.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
@@ -268,6 +282,16 @@ def _run_notebooks(
         print(f"[reproduce] {profile}: {name} done in {seconds:.0f} s", flush=True)
 
     return timings
+
+
+def _kernel_config() -> Config:
+    """The kernels' transport: CurveZMQ-encrypted where pyzmq has it, which is also what
+    spares each notebook ipykernel's warning about plain-text TCP."""
+    import zmq
+
+    if not zmq.has("curve"):
+        return Config()
+    return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
 def _to_json(payload: dict) -> str:
@@ -315,46 +339,6 @@ def _recover_replaced(finals: list[Path]) -> None:
         shutil.rmtree(_replaced(final), ignore_errors=True)
 
 
-def publication_problem(results: Path) -> str | None:
-    """Why the results folder does not belong with its models, or None when it does.
-
-    ``results/manifest.json`` names every model file with its SHA-256; a file missing or
-    different means that a run stopped between publishing its models and its results, or that
-    the models were retrained since. Not checked: results without a run manifest (notebooks
-    run by hand), and results whose models folder is absent (a fresh clone: models/ is not
-    committed).
-    """
-    manifest_path = Path(results) / "manifest.json"
-    if not manifest_path.is_file():
-        return None
-    try:
-        models = json.loads(manifest_path.read_text())["models"]
-        folder, hashes = from_root(models["folder"]), dict(models["sha256"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
-        return f"{manifest_path} is not a run manifest of `make reproduce`"
-    if not folder.is_dir():
-        return None
-    for name, digest in hashes.items():
-        path = folder / name
-        if not path.is_file() or sha256_file(path) != digest:
-            state = "changed" if path.is_file() else "missing"
-            return (
-                f"{results} were not made with the models in {folder} ({name} is {state}): a "
-                "run stopped while publishing them, or the models were retrained since"
-            )
-    return None
-
-
-def check_publication(results: Path) -> None:
-    """Raise MuraError when results/<profile> does not belong with its models (see
-    :func:`publication_problem`); what reads published results calls this first."""
-    problem = publication_problem(results)
-    if problem:
-        raise MuraError(
-            f"{problem}; run `make reproduce PROFILE={Path(results).name}` to make both again"
-        )
-
-
 def _model_hashes(models: Path) -> dict[str, str]:
     """SHA-256 of every model file of a run (checkpoints, the ensemble manifest)."""
     files = sorted(p for p in models.rglob("*") if p.suffix in (".pt", ".json"))
@@ -396,8 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results-root", type=Path, default=RESULTS_DIR, help=argparse.SUPPRESS)
     parser.add_argument("--models-root", type=Path, default=MODELS_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # Read before the run replaces them (when results/ is not in a git checkout).
+    committed = committed_results(args.results_root / args.profile)
     try:
-        run_pipeline(
+        results = run_pipeline(
             args.profile,
             args.data,
             overrides=dict(args.overrides),
@@ -418,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    print(render(committed, results), flush=True)
     return 0
 
 

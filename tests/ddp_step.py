@@ -40,8 +40,9 @@ def main(out: str) -> None:
     labels = rng.integers(0, 2, GLOBAL_BATCH).astype(np.float32)
     weights = rng.uniform(0.5, 1.5, GLOBAL_BATCH)
     shard = dict(rank=ctx.rank, world_size=ctx.world_size)
+    per_process = GLOBAL_BATCH // ctx.world_size
     loader = BatchLoader(
-        images, labels, GLOBAL_BATCH, shuffle=True, seed=3, extra={"weight": weights}, **shard
+        images, labels, per_process, shuffle=True, seed=3, weights=weights, **shard
     )
     transforms = [HFlip(), Translate(0.1), Rotate(20.0), Scale(), Brightness(0.2), Contrast(0.2)]
     augmenter = Augmenter(transforms, seed=3, **shard)

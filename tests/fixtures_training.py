@@ -91,12 +91,13 @@ def shared_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config(shared_cache_dir: Path) -> TrainConfig:
-    """The fast configuration: S=32, 3 epochs, plateau 0 / early stop 2, CPU, silent.
+    """The fast configuration: small_cnn, S=32, 3 epochs, plateau 0 / early stop 2, CPU, silent.
 
     With these patiences the rate drops after the first epoch without improvement, so three
     epochs exercise the schedule. CPU keeps the determinism checks exact.
     """
     return TrainConfig(
+        arch="small_cnn",  # the sample's model: a tenth of resnet18's work, 1/40 of its weights
         image_size=IMAGE_SIZE,
         epochs=3,
         batch_size=16,

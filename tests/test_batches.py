@@ -38,18 +38,16 @@ def test_every_row_once_per_epoch(cached: np.ndarray) -> None:
 def test_batch_types_and_alignment(cached: np.ndarray) -> None:
     labels = np.arange(N) % 2
     weights = np.linspace(0.0, 1.0, N)  # float64 in, float32 out
-    loader = BatchLoader(
-        cached, labels, batch_size=3, seed=1, extra={"weight": weights, "part": np.arange(N) * 10}
-    )
+    loader = BatchLoader(cached, labels, batch_size=3, seed=1, weights=weights)
     for batch in loader.epoch(2):
         index = batch.index.numpy()
         assert batch.images.dtype == torch.uint8 and batch.images.shape[1:] == (1, S, S)
         assert batch.labels.dtype == torch.float32 and batch.index.dtype == torch.int64
-        assert batch.extra["weight"].dtype == torch.float32
+        assert batch.weights.dtype == torch.float32
         assert (batch.images[:, 0, 0, 0].numpy() == index).all()  # image of that row
         assert (batch.labels.numpy() == labels[index]).all()
-        np.testing.assert_allclose(batch.extra["weight"].numpy(), weights[index], rtol=1e-6)
-        assert (batch.extra["part"].numpy() == index * 10).all()
+        np.testing.assert_allclose(batch.weights.numpy(), weights[index], rtol=1e-6)
+        assert (batch.group_index.numpy() == np.arange(len(index))).all()  # one image a group
 
 
 def test_order_is_seeded_and_depends_on_the_epoch(cached: np.ndarray) -> None:
@@ -78,13 +76,27 @@ def test_ordered_mode_keeps_row_order(cached: np.ndarray) -> None:
 
 def test_copied_path_gives_the_same_batches(cached: np.ndarray) -> None:
     """The per-batch copy path (CUDA without room on the GPU), forced on CPU for its logic."""
-    direct = BatchLoader(cached, np.arange(N), batch_size=3, seed=4, extra={"w": np.arange(N)})
-    copied = BatchLoader(cached, np.arange(N), batch_size=3, seed=4, extra={"w": np.arange(N)})
+    direct = BatchLoader(cached, np.arange(N), batch_size=3, seed=4, weights=np.arange(N))
+    copied = BatchLoader(cached, np.arange(N), batch_size=3, seed=4, weights=np.arange(N))
     copied.residency = "pinned"
     kept = list(copied.epoch(1))  # all batches held at once: none may be overwritten
     for a, b in zip(direct.epoch(1), kept, strict=True):
         assert torch.equal(a.images, b.images) and torch.equal(a.index, b.index)
-        assert torch.equal(a.labels, b.labels) and torch.equal(a.extra["w"], b.extra["w"])
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.weights, b.weights)
+
+
+def test_single_images_batch_as_before_the_grouping(cached: np.ndarray) -> None:
+    """A loader of single images is a plain chunked permutation of the rows, and under
+    torchrun the ranks' k-th batches together are the one-process k-th batch."""
+    one = BatchLoader(cached, None, batch_size=4, seed=5)
+    order = epoch_permutation(N, 5, 2)
+    assert [b.index.tolist() for b in one.epoch(2)] == [list(order[i : i + 4]) for i in (0, 4, 8)]
+    two = [BatchLoader(cached, None, 2, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    union = [
+        sorted(a.index.tolist() + b.index.tolist())
+        for a, b in zip(*[t.epoch(2) for t in two], strict=True)
+    ]
+    assert union == [sorted(order[i : i + 4]) for i in (0, 4, 8)]
 
 
 def test_from_cache_takes_labels_from_the_frame(cached: np.ndarray) -> None:
@@ -93,14 +105,14 @@ def test_from_cache_takes_labels_from_the_frame(cached: np.ndarray) -> None:
     loader = BatchLoader.from_cache(cache, batch_size=5, shuffle=False)
     first = next(iter(loader))
     assert first.labels.tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
-    assert BatchLoader.from_cache(cache, label_column=None).epoch(0).__next__().labels is None
+    assert BatchLoader.from_cache(cache, labels=None).epoch(0).__next__().labels is None
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"labels": np.zeros(N - 1)}, "labels has 9 rows"),
-        ({"extra": {"weight": np.zeros(N + 1)}}, "weight has 11 rows"),
+        ({"weights": np.zeros(N + 1)}, "weights has 11 rows"),
         ({"batch_size": 0}, "batch_size"),
     ],
 )

@@ -45,7 +45,7 @@ def test_train_evaluate_predict_round_trip(
     rc = main([
         "train", "--data", str(tiny_tree), "--out", str(run), "--image-size", "32",
         "--epochs", "1", "--batch-size", "16", "--lr", "0.001", "--device", "cpu",
-        "--cache-dir", str(shared_cache_dir), "--no-hflip", "--rotate-degrees", "10",
+        "--cache-dir", str(shared_cache_dir), "--augment", "rotate", "--rotate-degrees", "10",
     ])  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     assert rc == 0
@@ -53,7 +53,7 @@ def test_train_evaluate_predict_round_trip(
     summary = json.loads(lines[-1])  # the summary is the last line, as JSON
     assert summary["best_checkpoint"] == str(run / "best.pt") and summary["epochs_run"] == 1
     train_args = torch.load(run / "best.pt", weights_only=True)["train_args"]
-    assert train_args["hflip"] is False and train_args["rotate_degrees"] == 10.0
+    assert train_args["augment"] == "rotate" and train_args["rotate_degrees"] == 10.0
     assert train_args["image_size"] == 32 and train_args["plateau_patience"] == 2  # default
 
     rc = main([

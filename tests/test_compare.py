@@ -1,5 +1,5 @@
-"""Paired comparisons of two models on the same studies: DeLong's test, the paired bootstrap,
-and `mura compare` on two evaluation folders."""
+"""Paired comparisons of two models on the same studies: DeLong's test, McNemar's test, the
+paired bootstrap over patients, and `mura compare` on two evaluation folders."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
 from mura_lib.cli import main
 from mura_lib.errors import MuraError
+from mura_lib.evaluation.bootstrap import group_rng
 from mura_lib.evaluation.compare import (
     compare_evaluations,
     compare_predictions,
     delong_test,
+    mcnemar_test,
     paired_bootstrap,
 )
 from mura_lib.evaluation.predictions import write_predictions
@@ -107,12 +110,12 @@ def test_paired_interval_is_narrower_than_the_unpaired_difference(scores) -> Non
 
 
 def predictions_frame(y: np.ndarray, prob: np.ndarray, parts: list[str]) -> pd.DataFrame:
-    """One image per study."""
+    """One image per study; a patient has two consecutive studies (of two parts if several)."""
     return pd.DataFrame(
         {
             "study_id": [f"s{i:03d}" for i in range(len(y))],
             "body_part": [parts[i % len(parts)] for i in range(len(y))],
-            "patient_id": [f"p{i:03d}" for i in range(len(y))],
+            "patient_id": [f"p{i // 2:03d}" for i in range(len(y))],
             "view": 1,
             "label": y,
             "prob": prob,
@@ -134,6 +137,7 @@ def test_compare_predictions_overall_and_per_part(scores) -> None:
     assert overall["auroc"]["diff"] == pytest.approx(overall["auroc"]["b"] - overall["auroc"]["a"])
     assert overall["auroc"]["delong_p"] == pytest.approx(delong_test(y, a, b)["p"])
     assert "delong_p" not in overall["kappa"]
+    assert result["bootstrap"]["unit"] == "patient" and result["bootstrap"]["n_units"] == 60
     hand = y[::2], a[::2], b[::2]
     assert result["study"]["by_body_part"]["XR_HAND"]["auroc"]["delong_p"] == pytest.approx(
         delong_test(*hand)["p"]
@@ -155,8 +159,11 @@ def test_mura_compare_prints_one_json_object(tmp_path, scores, capsys) -> None:
     assert main(["compare", str(dir_a), str(dir_b), "--n-boot", "50"]) == 0
     result = json.loads(capsys.readouterr().out)
     for block in (result["study"]["overall"], result["study"]["by_body_part"]["XR_HAND"]):
-        assert set(block) == {"kappa", "auroc"}
+        assert set(block) == {"kappa", "accuracy", "auroc"}
         assert {"a", "b", "diff", "ci"} <= set(block["kappa"])
+        assert {"a", "b", "diff", "ci", "mcnemar_p", "n_a_only", "n_b_only"} <= set(
+            block["accuracy"]
+        )
         assert {"a", "b", "diff", "ci", "delong_p"} <= set(block["auroc"])
     assert result == compare_evaluations(dir_a, dir_b, n_boot=50)
 
@@ -182,3 +189,78 @@ def test_compare_refuses_different_labels(tmp_path, scores) -> None:
 def test_compare_names_a_folder_that_is_not_an_evaluation(tmp_path) -> None:
     with pytest.raises(MuraError, match=r"predictions.csv does not exist: pass folders written"):
         compare_evaluations(tmp_path, tmp_path)
+
+
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_studies(scores) -> None:
+    y, a, b = scores
+    parts = ["XR_HAND", "XR_WRIST"]
+    result = compare_predictions(
+        predictions_frame(y, a, parts), predictions_frame(y, b, parts), 0.55, 0.4, n_boot=20
+    )
+    hand = np.arange(len(y)) % 2 == 0
+    for block, rows in [
+        (result["study"]["overall"]["accuracy"], np.ones(len(y), dtype=bool)),
+        (result["study"]["by_body_part"]["XR_HAND"]["accuracy"], hand),
+    ]:
+        right_a = (a[rows] >= 0.55).astype(int) == y[rows]
+        right_b = (b[rows] >= 0.4).astype(int) == y[rows]
+        a_only = sum(1 for ra, rb in zip(right_a, right_b, strict=True) if ra and not rb)
+        b_only = sum(1 for ra, rb in zip(right_a, right_b, strict=True) if rb and not ra)
+        assert (block["n_a_only"], block["n_b_only"]) == (a_only, b_only)
+        assert a_only + b_only > 0
+        assert block["mcnemar_p"] == binomtest(a_only, a_only + b_only, 0.5).pvalue
+        assert block["diff"] == pytest.approx((b_only - a_only) / rows.sum())
+
+
+def test_mcnemar_without_discordant_studies_is_one() -> None:
+    y = np.array([0, 1, 1, 0])
+    result = mcnemar_test(
+        y, np.array([0.1, 0.9, 0.2, 0.3]), np.array([0.2, 0.8, 0.1, 0.4]), 0.5, 0.5
+    )
+    assert result == {"n_a_only": 0, "n_b_only": 0, "mcnemar_p": 1.0}
+
+
+def test_paired_bootstrap_draws_patients_for_both_models(scores) -> None:
+    y, a, b = scores
+    patients = np.arange(len(y)) // 3
+    result = paired_bootstrap(y, a, b, 0.5, 0.5, n_boot=40, seed=4, name="x", groups=patients)
+    # the same draws by hand: patients in order of first appearance, all their studies
+    draws = group_rng(4, "x").integers(0, 40, size=(40, 40))
+    diffs = []
+    for draw in draws:
+        rows = np.concatenate([np.flatnonzero(patients == u) for u in draw])
+        diffs.append(roc_auc_score(y[rows], b[rows]) - roc_auc_score(y[rows], a[rows]))
+    np.testing.assert_allclose(result["auroc"]["ci"], np.percentile(diffs, [2.5, 97.5]))
+
+
+def test_compare_without_patient_ids_resamples_studies_and_says_so(scores) -> None:
+    y, a, b = scores
+    frame_a = predictions_frame(y, a, ["XR_HAND"]).drop(columns="patient_id")
+    frame_b = predictions_frame(y, b, ["XR_HAND"]).drop(columns="patient_id")
+    result = compare_predictions(frame_a, frame_b, 0.5, 0.5, n_boot=20)
+    assert result["bootstrap"]["unit"] == "study" and result["bootstrap"]["n_units"] == len(y)
+    assert "no patient_id column" in result["bootstrap"]["unit_note"]
+
+
+def test_mura_compare_refuses_different_patients(tmp_path, scores, capsys) -> None:
+    y, a, b = scores
+    other = predictions_frame(y, b, ["XR_HAND"])
+    other.loc[5, "patient_id"] = "p999"
+    dir_a = write_evaluation(tmp_path / "a", predictions_frame(y, a, ["XR_HAND"]), 0.5)
+    dir_b = write_evaluation(tmp_path / "b", other, 0.5)
+    assert main(["compare", str(dir_a), str(dir_b), "--n-boot", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "give study s005 (and 0 more) different patients" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_mura_compare_names_a_file_with_empty_patient_ids(tmp_path, scores, capsys) -> None:
+    y, a, b = scores
+    gaps = predictions_frame(y, b, ["XR_HAND"])
+    gaps.loc[3, "patient_id"] = None
+    dir_a = write_evaluation(tmp_path / "a", predictions_frame(y, a, ["XR_HAND"]), 0.5)
+    dir_b = write_evaluation(tmp_path / "b", gaps, 0.5)
+    assert main(["compare", str(dir_a), str(dir_b), "--n-boot", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "patient_id is empty in 1 row(s) (e.g. study s003)" in err
+    assert err.count("\n") == 1 and "Traceback" not in err

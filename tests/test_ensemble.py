@@ -22,7 +22,7 @@ from mura_lib.evaluation.predictions import canonical_prob, read_predictions
 from mura_lib.evaluation.report import evaluation_report
 from mura_lib.evaluation.studies import study_scores
 from mura_lib.evaluation.thresholds import choose_threshold
-from mura_lib.inference.engine import TTA_MODES, forward_probs
+from mura_lib.inference.engine import TTA_MODES, forward
 from mura_lib.inference.ensemble import load_source, read_manifest, write_manifest
 from mura_lib.inference.evaluate import evaluate_checkpoint
 from mura_lib.inference.members import build_ensemble
@@ -225,14 +225,19 @@ def test_a_manifest_records_hashes_and_relative_paths(tmp_path, trained_run) -> 
     assert manifest["combine"] == "mean of member probabilities"
 
 
+def image_probs(model: torch.nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Each image's probability: every image a group of its own."""
+    return forward(model, x, torch.arange(len(x)), len(x), tta=tta)[0]
+
+
 def test_flip_tta_of_a_symmetric_input_equals_no_tta() -> None:
     torch.manual_seed(0)
     model = build_model("small_cnn").eval()
     x = torch.randn(3, 1, 32, 32)
     x = (x + x.flip(-1)) / 2  # left-right symmetric
     with torch.inference_mode():
-        plain = forward_probs(model, x, tta="none")
-        flipped = forward_probs(model, x, tta="flip")
+        plain = image_probs(model, x, tta="none")
+        flipped = image_probs(model, x, tta="flip")
     assert torch.equal(plain, flipped)
 
 
@@ -242,7 +247,7 @@ def test_flip_tta_averages_the_mirror_image() -> None:
     x = torch.randn(2, 1, 32, 32)
     with torch.inference_mode():
         expected = (torch.sigmoid(model(x)[:, 0]) + torch.sigmoid(model(x.flip(-1))[:, 0])) / 2
-        assert torch.allclose(forward_probs(model, x, tta="flip"), expected, atol=1e-7)
+        assert torch.allclose(image_probs(model, x, tta="flip"), expected, atol=1e-7)
 
 
 def test_evaluate_with_tta_chooses_its_threshold_on_validation(

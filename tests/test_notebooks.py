@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from mura_lib.config import SAMPLE_ROOT
-from mura_lib.reproduce import NOTEBOOKS, publication_problem, run_pipeline
+from mura_lib.publication import publication_problem
+from mura_lib.reproduce import NOTEBOOKS, run_pipeline
 
 pytestmark = pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="data_sample/ is missing")
 

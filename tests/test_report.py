@@ -8,37 +8,44 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from mura_lib.config import BODY_PARTS
 from mura_lib.errors import MuraError
 from mura_lib.evaluation import (
     PAPER_TEST_KAPPA,
-    calibration_table,
+    calibration_summary,
     choose_threshold,
     evaluation_report,
-    expected_calibration_error,
     per_part_table,
     study_scores,
     write_predictions,
 )
+from mura_lib.evaluation.bootstrap import bootstrap_ci
+from mura_lib.evaluation.calibration import CALIBRATION_METRICS
 from mura_lib.evaluation.metrics import METRICS
 
 N_BOOT = 100  # enough to exercise the intervals, fast
+N_BOOT_REPEAT = 20  # where a report is only compared with itself, computed again
 
 
 def _predictions(n_studies: int = 140, seed: int = 0, one_class: str = "HUMERUS") -> pd.DataFrame:
-    """Valid-like predictions, 1-3 views a study; every study of `one_class` is normal."""
+    """Valid-like predictions, 1-3 views a study; every study of `one_class` is normal.
+
+    A patient has three consecutive studies (two of them, the last), each of another part.
+    """
     rng = np.random.default_rng(seed)
     rows = []
     for s in range(n_studies):
         part = BODY_PARTS[s % len(BODY_PARTS)]
         label = 0 if part == one_class else int(rng.integers(0, 2))
+        patient = 11185 + s // 3
         for view in range(1, int(rng.integers(1, 4)) + 1):
             rows.append(
                 {
-                    "study_id": f"valid/{part}/patient{11185 + s:05d}/study1",
+                    "study_id": f"valid/{part}/patient{patient:05d}/study1",
                     "body_part": part,
-                    "patient_id": 11185 + s,
+                    "patient_id": patient,
                     "view": view,
                     "label": label,
                     "prob": float(np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0.0, 1.0)),
@@ -64,7 +71,66 @@ def test_report_schema(report: dict) -> None:
                 assert key in block
     assert report["image"]["overall"]["n"] == report["n_images"]
     assert report["image"]["overall"]["n_studies"] == 140
-    assert set(report["study"]["overall"]["ci"]) == set(METRICS)
+    assert set(report["study"]["overall"]["ci"]) == {*METRICS, *CALIBRATION_METRICS}
+    assert set(report["image"]["overall"]["ci"]) == set(METRICS)
+    assert report["calibration"]["ece_bins"] == 10
+    assert report["calibration"]["ece_binning"].startswith("equal-width")
+
+
+def test_bootstrap_names_the_patient_as_its_unit(report: dict) -> None:
+    assert report["bootstrap"]["unit"] == "patient"
+    assert report["bootstrap"]["n_units"] == 47  # 140 studies, three a patient
+    assert report["study"]["overall"]["n_patients"] == 47
+    assert report["image"]["overall"]["n_patients"] == 47
+    assert report["study"]["by_body_part"]["WRIST"]["n_patients"] == 20
+    # the intervals are those of the patient bootstrap (tested in test_bootstrap.py)
+    studies = study_scores(_predictions())
+    y, p, patients = (studies[c].to_numpy() for c in ("label", "prob", "patient_id"))
+    by_patient, _ = bootstrap_ci(y, p, 0.45, patients, N_BOOT, name="study:overall")
+    by_study, _ = bootstrap_ci(y, p, 0.45, None, N_BOOT, name="study:overall")
+    assert report["study"]["overall"]["ci"]["kappa"] == by_patient["kappa"] != by_study["kappa"]
+
+
+def test_without_patient_ids_the_report_says_it_resamples_studies() -> None:
+    report = evaluation_report(_predictions().drop(columns="patient_id"), 0.5, n_boot=20)
+    assert report["bootstrap"]["unit"] == "study" and report["bootstrap"]["n_units"] == 140
+    assert "no patient_id column" in report["bootstrap"]["unit_note"]
+    assert "n_patients" not in report["study"]["overall"]
+
+
+def test_empty_patient_ids_are_refused_with_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    frame = _predictions()
+    frame["patient_id"] = frame["patient_id"].astype(object)
+    frame.loc[frame["study_id"] == frame["study_id"].iloc[-1], "patient_id"] = None
+    frame.to_csv(path, index=False)
+    with pytest.raises(MuraError, match=rf"^{path}: patient_id is empty in \d+ row\(s\)"):
+        evaluation_report(path, 0.5, n_boot=10)
+
+
+def test_calibration_metrics_of_the_study_blocks(report: dict) -> None:
+    studies = study_scores(_predictions())
+    block = report["study"]["overall"]
+    y, p = studies["label"].to_numpy(), studies["prob"].to_numpy()
+    assert block["brier"] == pytest.approx(np.mean((p - y) ** 2), rel=1e-12)
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    fit = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(
+        np.log(q / (1 - q))[:, None], y
+    )
+    assert block["calibration_slope"] == pytest.approx(fit.coef_[0, 0], rel=1e-5)
+    assert block["calibration_intercept"] == pytest.approx(fit.intercept_[0], abs=1e-5)
+    for metric in CALIBRATION_METRICS:
+        lo, hi = block["ci"][metric]
+        assert lo <= block[metric] <= hi
+        # threshold-free: the same numbers at 0.5
+        assert report["at_0.5"]["study"]["overall"][metric] == block[metric]
+        assert report["at_0.5"]["study"]["overall"]["ci"][metric] == [lo, hi]
+    humerus = report["study"]["by_body_part"]["HUMERUS"]  # all normal: no recalibration
+    assert humerus["calibration_slope"] is None and humerus["ci"]["calibration_slope"] is None
+    assert humerus["undefined"]["calibration_slope"] == "only one class present (all normal)"
+    summary = calibration_summary(report)
+    assert summary.loc["calibration_slope", "value"] == block["calibration_slope"]
+    assert summary.loc["ece", "ci_hi"] == block["ci"]["ece"][1]
 
 
 def test_report_is_json_ready_with_single_class_part(report: dict) -> None:
@@ -109,9 +175,9 @@ def test_report_survives_csv_round_trip(tmp_path: Path, writer: str) -> None:
     choice = choose_threshold(*study_scores(predictions)[["label", "prob"]].T.to_numpy())
     back = study_scores(pd.read_csv(path))
     assert choose_threshold(back["label"], back["prob"]) == choice
-    before = evaluation_report(predictions, choice, n_boot=N_BOOT)
-    assert evaluation_report(pd.read_csv(path), choice, n_boot=N_BOOT) == before
-    assert evaluation_report(path, choice, n_boot=N_BOOT) == before
+    before = evaluation_report(predictions, choice, n_boot=N_BOOT_REPEAT)
+    assert evaluation_report(pd.read_csv(path), choice, n_boot=N_BOOT_REPEAT) == before
+    assert evaluation_report(path, choice, n_boot=N_BOOT_REPEAT) == before
     assert before["threshold_rule"] == "max_kappa" and before["threshold_note"] is None
 
 
@@ -143,17 +209,6 @@ def test_other_parts_follow_muras_with_no_paper_reference() -> None:
 def test_without_bootstrap_there_are_no_intervals() -> None:
     report = evaluation_report(_predictions(), 0.5, n_boot=0)
     assert report["study"]["overall"]["ci"] == {}
-
-
-def test_calibration_table() -> None:
-    studies = pd.DataFrame({"prob": [0.05, 0.15, 0.12, 0.95, 1.0], "label": [0, 0, 1, 1, 1]})
-    table = calibration_table(studies, n_bins=10)
-    assert table["n"].tolist() == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
-    assert table.loc[1, "mean_prob"] == pytest.approx(0.135)
-    assert table.loc[1, "observed_rate"] == 0.5
-    assert np.isnan(table.loc[2, "mean_prob"])
-    expected = (1 * 0.05 + 2 * abs(0.135 - 0.5) + 2 * abs(0.975 - 1.0)) / 5
-    assert expected_calibration_error(table) == pytest.approx(expected)
 
 
 def test_per_part_table_sets_reference_beside_ours(report: dict) -> None:

@@ -19,14 +19,9 @@ from mura_lib import reproduce
 from mura_lib.config import MODELS_DIR, NOTEBOOKS_DIR, published_path
 from mura_lib.disk import sha256_file
 from mura_lib.errors import ConfigError, MuraError
-from mura_lib.reproduce import (
-    NOTEBOOKS,
-    check_publication,
-    load_profile,
-    notebook_parameters,
-    publication_problem,
-    run_pipeline,
-)
+from mura_lib.evaluation.compare import read_evaluation
+from mura_lib.publication import check_publication, publication_problem
+from mura_lib.reproduce import NOTEBOOKS, load_profile, notebook_parameters, run_pipeline
 
 
 def test_unknown_profile_and_missing_data_are_clear():
@@ -210,7 +205,48 @@ def test_results_without_their_models_or_manifest_are_not_judged(tmp_path):
     )
 
 
+def test_compare_refuses_results_whose_models_changed(tmp_path):
+    models, results = tmp_path / "models" / "sample", tmp_path / "results" / "sample"
+    models.mkdir(parents=True)
+    results.mkdir(parents=True)
+    (models / "best.pt").write_bytes(b"retrained")
+    manifest = {"models": {"folder": str(models), "sha256": {"best.pt": "0" * 64}}}
+    (results / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MuraError, match=r"best.pt is changed\): .*make reproduce PROFILE=sample"):
+        read_evaluation(results)
+
+
 def test_results_name_files_where_they_are_published():
     staged = MODELS_DIR / ".staging-sample" / "top_k" / "epoch-003.pt"
     assert published_path(staged) == "models/sample/top_k/epoch-003.pt"  # no absolute path
     assert published_path("/data/MURA-v1.1/valid") == "/data/MURA-v1.1/valid"
+
+
+def test_a_run_logs_no_kernel_warning_pins_its_kernels_and_ends_with_a_verdict(
+    tmp_path, mura_tree, stand_in_notebooks, monkeypatch, capfd
+):
+    """The kernels start encrypted (ipykernel's plain-TCP warning is no news for a reader),
+    inherit the pinned CPU numerics, and a profile never committed gets a one-line verdict."""
+    from mura_lib import numerics
+
+    show = "import os; print('MKL_CBWR', os.environ.get('MKL_CBWR'))"
+    publish = "from mura_lib.config import from_root; from_root(models_dir).mkdir(parents=True)"
+    notebooks = stand_in_notebooks(eda=show, train=publish)
+    monkeypatch.setattr(
+        reproduce, "run_pipeline", functools.partial(run_pipeline, notebooks_dir=notebooks)
+    )
+    argv = ["--profile", "smoke", "--set", f"data_root={mura_tree}", "--set", "device=cpu"]
+    argv += ["--results-root", str(tmp_path / "results"), "--models-root", str(tmp_path / "models")]
+    assert reproduce.main(argv) == 0
+    out, err = capfd.readouterr()
+    assert "without encryption" not in out + err
+    pinned = numerics.cpu_has_avx2() and numerics.SWITCH not in reproduce.os.environ
+    if pinned:
+        expected = reproduce.os.environ.get("MKL_CBWR", numerics.PINNED["MKL_CBWR"])
+        assert f"MKL_CBWR {expected}" in out
+    manifest = json.loads((tmp_path / "results" / "smoke" / "manifest.json").read_text())
+    assert set(manifest["cpu_numerics"]) == {"pinned", *numerics.PINNED}
+    assert out.rstrip().splitlines()[-1] == (
+        "[reproduce] verdict: no committed results for profile 'smoke': nothing in "
+        f"{tmp_path / 'results' / 'smoke'} as it was before this run (not a git checkout)"
+    )

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from mura_lib.errors import ConfigError
-from mura_lib.training.schedule import EarlyStopping, check_patiences, metric_mode
+from mura_lib.training.config import TrainConfig
+from mura_lib.training.schedule import (
+    EarlyStopping,
+    check_patiences,
+    lr_scheduler,
+    metric_mode,
+    step_schedule,
+)
 
 
 @pytest.mark.parametrize(
@@ -127,3 +134,26 @@ def test_metric_modes(metric, mode):
 def test_unknown_selection_metric():
     with pytest.raises(ConfigError, match="unknown selection metric 'accuracy': use one of"):
         metric_mode("accuracy")
+
+
+def test_cosine_ends_at_zero_and_the_plateau_schedule_reads_the_metric() -> None:
+    def optimizer() -> torch.optim.Optimizer:
+        return torch.optim.Adam(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+
+    cosine_opt = optimizer()
+    cosine = lr_scheduler(cosine_opt, TrainConfig(lr=0.1, lr_schedule="cosine", epochs=4))
+    rates = []
+    for _ in range(4):
+        rates.append(cosine_opt.param_groups[0]["lr"])
+        cosine_opt.step()  # an epoch's steps (no gradients here: nothing moves)
+        step_schedule(cosine, 123.0)  # the metric plays no part
+    assert rates[0] == 0.1 and all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert cosine_opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+    plateau_opt = optimizer()
+    config = TrainConfig(lr=0.1, select_metric="val_loss", plateau_patience=0)
+    plateau = lr_scheduler(plateau_opt, config)
+    step_schedule(plateau, 1.0)
+    assert plateau_opt.param_groups[0]["lr"] == 0.1
+    step_schedule(plateau, 2.0)  # a worse validation loss: the rate drops
+    assert plateau_opt.param_groups[0]["lr"] == pytest.approx(0.01)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mura_lib.data.study_batches import StudyBatchLoader, pack
+from mura_lib.data.batches import BatchLoader, pack
 from mura_lib.errors import ConfigError
 from mura_lib.inference.evaluate import evaluate_checkpoint
 from mura_lib.inference.predict import predict_paths
@@ -116,50 +116,55 @@ def _frame(sizes: list[int]) -> pd.DataFrame:
     return pd.DataFrame({"study_id": study_id, "label": [i % 2 for i in range(len(study_id))]})
 
 
+def study_loader(images: np.ndarray, frame: pd.DataFrame, max_views: int, **kwargs) -> BatchLoader:
+    return BatchLoader(images, None, max_views, groups=frame["study_id"].to_numpy(), **kwargs)
+
+
 def test_study_batches_keep_studies_whole_and_never_exceed_the_cap():
     rng = np.random.default_rng(0)
     sizes = [int(v) for v in rng.integers(1, 12, 60)]
     frame = _frame(sizes)
     images = np.zeros((len(frame), 8, 8), dtype=np.uint8)
-    loader = StudyBatchLoader(images, frame, max_views=16, seed=3)
+    loader = study_loader(images, frame, 16, seed=3)
     seen = []
     for batch in loader.epoch(0):
         assert len(batch.images) <= 16
-        for s in range(batch.n_studies):
-            rows = batch.index[batch.study_index == s].numpy()
-            assert set(frame["study_id"].iloc[rows]) == {f"s{batch.studies[s]}"}
-            assert len(rows) == sizes[batch.studies[s]]
-        seen += list(batch.studies)
+        for s in range(batch.n_groups):
+            rows = batch.index[batch.group_index == s].numpy()
+            assert set(frame["study_id"].iloc[rows]) == {f"s{batch.groups[s]}"}
+            assert len(rows) == sizes[batch.groups[s]]
+        seen += list(batch.groups)
     assert sorted(seen) == list(range(60))  # every study once, one process
-    again = [b.studies.tolist() for b in StudyBatchLoader(images, frame, 16, seed=3).epoch(0)]
-    assert again == [b.studies.tolist() for b in loader.epoch(0)]  # (seed, epoch) fixes it
-    assert again != [b.studies.tolist() for b in loader.epoch(1)]
+    again = [b.groups.tolist() for b in study_loader(images, frame, 16, seed=3).epoch(0)]
+    assert again == [b.groups.tolist() for b in loader.epoch(0)]  # (seed, epoch) fixes it
+    assert again != [b.groups.tolist() for b in loader.epoch(1)]
 
 
 def test_study_batches_shard_studies_across_ranks_with_equal_steps():
     sizes = [1, 2, 3, 4, 5, 6, 7, 1, 1, 2, 9]
     frame = _frame(sizes)
     images = np.zeros((len(frame), 8, 8), dtype=np.uint8)
-    ranks = [StudyBatchLoader(images, frame, 11, seed=0, rank=r, world_size=2) for r in (0, 1)]
+    ranks = [study_loader(images, frame, 11, seed=0, rank=r, world_size=2) for r in (0, 1)]
     batches = [list(loader.epoch(0)) for loader in ranks]
     assert len(batches[0]) == len(batches[1])
-    mine = [{s for b in shard for s in b.studies} for shard in batches]
+    mine = [{s for b in shard for s in b.groups} for shard in batches]
     assert not mine[0] & mine[1]
     evaluation = [
-        StudyBatchLoader(images, frame, 11, shuffle=False, rank=r, world_size=2) for r in (0, 1)
+        study_loader(images, frame, 11, shuffle=False, rank=r, world_size=2) for r in (0, 1)
     ]
-    covered = sorted(s for loader in evaluation for b in loader.epoch(0) for s in b.studies)
+    covered = sorted(s for loader in evaluation for b in loader.epoch(0) for s in b.groups)
     assert covered == list(range(len(sizes)))
 
 
 def test_a_study_larger_than_the_cap_is_refused_by_name():
     frame = _frame([2, 7])
     with pytest.raises(ConfigError, match=r"study_max_views=5 .*s1: 7 views.*at least 7"):
-        StudyBatchLoader(np.zeros((9, 8, 8), np.uint8), frame, max_views=5)
+        study_loader(np.zeros((9, 8, 8), np.uint8), frame, 5)
 
 
 def test_pack_is_greedy_in_order():
     assert [b.tolist() for b in pack(np.array([3, 3, 3, 1, 5]), 6)] == [[0, 1], [2, 3], [4]]
+    assert [b.tolist() for b in pack(np.ones(5, dtype=int), 2)] == [[0, 1], [2, 3], [4]]
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +228,7 @@ def test_a_study_level_run_resumes_to_the_uninterrupted_result(
 
 def test_a_study_model_starts_from_an_image_level_checkpoint(trained_run):
     out, _ = trained_run
-    model = build_study_model("resnet18", str(out / "best.pt"), "attention")
+    model = build_study_model("small_cnn", str(out / "best.pt"), "attention")
     image = load_checkpoint(out / "best.pt")["model"]
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in image.items())
 
@@ -237,7 +242,6 @@ def test_a_planted_finding_on_one_view_draws_the_attention_to_that_view(
     root, planted = planted_tree
     config = replace(
         tiny_config,
-        arch="small_cnn",
         epochs=6,
         lr=3e-3,
         study_head="attention",
@@ -280,7 +284,7 @@ def test_a_head_trains_the_layers_the_image_level_run_trained(tiny_config):
     scratch = study_head_config(tiny_config, Path("run/best.pt"), "max", 2, 1e-4)
     assert (scratch.trainable, scratch.weights, scratch.study_head) == ("all", "run/best.pt", "max")
     assert (scratch.epochs, scratch.lr, scratch.keep_top_k) == (2, 1e-4, 0)
-    pretrained = replace(tiny_config, weights="imagenet", trainable="auto")
+    pretrained = replace(tiny_config, arch="resnet18", weights="imagenet", trainable="auto")
     assert study_head_config(pretrained, Path("b.pt"), "mean", 1, 1e-5).trainable == (
         "layer2,layer3,layer4,fc"
     )

@@ -84,7 +84,7 @@ def test_run_writes_its_files(trained_run):
 def test_best_checkpoint_holds_what_inference_needs(trained_run, tiny_config):
     out, summary = trained_run
     best = torch.load(out / "best.pt", weights_only=True)  # a plain dict, no pickled objects
-    assert best["model_args"]["arch"] == "resnet18" and best["model_args"]["in_chans"] == 1
+    assert best["model_args"]["arch"] == "small_cnn" and best["model_args"]["in_chans"] == 1
     assert best["image_size"] == tiny_config.image_size and best["resize"] == "letterbox"
     assert set(best["normalization"]) == {"mean", "std"}
     assert 0.0 <= best["threshold"] <= 1.0 and best["threshold_rule"] == "max_kappa"
@@ -235,7 +235,7 @@ def test_refuses_to_clobber_a_run(tiny_tree, tiny_config, trained_run):
         ({"lr": 2e-3}, "lr 0.001 -> 0.002"),
         ({"seed": 1}, "seed 0 -> 1"),
         ({"image_size": 48}, "image_size 32 -> 48"),
-        ({"arch": "resnet34", "seed": 3}, "arch 'resnet18' -> 'resnet34', seed 0 -> 3"),
+        ({"arch": "resnet18", "seed": 3}, "arch 'small_cnn' -> 'resnet18', seed 0 -> 3"),
     ],
 )
 def test_resume_refuses_changed_parameters(tiny_tree, tiny_config, trained_run, change, named):

@@ -133,7 +133,7 @@ class HFlip(GeometricTransform):
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> HFlip:
-        return cls(0.5 if config.hflip else 0.0)
+        return cls()
 
     def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
         u = torch.rand((n, 1), generator=generator, dtype=torch.float64)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from mura_lib.config import BODY_PARTS, SPLITS
 from mura_lib.data.mura import MuraIndex, scan_mura
-from mura_lib.data.mura_layout import ordered_parts
+from mura_lib.data.mura_layout import ordered_parts, study_csv_name
 
 # Rajpurkar et al. 2017, Table 1 (= the official MURA-v1.1 CSVs): studies normal / abnormal
 # and images, per body part, for train and valid. The project's one copy: the synthetic
@@ -150,13 +150,16 @@ def parts_note(parts: Iterable[str]) -> str | None:
     )
 
 
-def describe_mura(root: str | os.PathLike[str]) -> str:
-    """The text report of `python -m mura_lib describe ROOT` (see :func:`describe_index`).
+def describe_mura(
+    root: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None
+) -> str:
+    """The text report of `python -m mura_lib describe ROOT [--labels DIR]` (see
+    :func:`describe_index`).
 
     Raises:
-        MuraFormatError: `root` is not a valid MURA tree.
+        MuraFormatError: `root` is not a valid MURA tree, or `labels` not a valid label folder.
     """
-    return describe_index(scan_mura(root))
+    return describe_index(scan_mura(root, labels=labels))
 
 
 def describe_index(index: MuraIndex) -> str:
@@ -165,6 +168,7 @@ def describe_index(index: MuraIndex) -> str:
     how = {"csv": "from its CSV files", "walk": "by walking its folders (no CSV files)"}
     lines = [f"MURA tree: {index.root}"]
     lines += [f"{split}: read {how[src]}" for split, src in index.source.items()]
+    lines += _label_lines(index)
     counts = count_table(frame)
     for split in counts.index.get_level_values("split").unique():
         table = counts.loc[split].copy()
@@ -177,9 +181,43 @@ def describe_index(index: MuraIndex) -> str:
         ]
         lines += _text_table(table)
     lines.append("")
-    lines += _checks(frame)
+    lines += _checks(index.tree_frame)
+    if index.relabelling is not None:
+        lines.append("The Table-1 check reads the tree's labels; the counts above, the new ones.")
     lines += _skipped_lines(index.skipped)
     return "\n".join(lines)
+
+
+def _label_lines(index: MuraIndex) -> list[str]:
+    """Per split, where its labels come from and how many studies the label folder changed."""
+    relabelling = index.relabelling
+    if relabelling is None:
+        return []
+    record = index.labels
+    studies = index.frame.groupby("split")["study_id"].nunique()
+    lines = [f"labels: from {relabelling.folder}"]
+    for split in index.source:
+        name = study_csv_name(split)
+        if split in relabelling.changed:
+            lines.append(
+                f"{split}: {record['changed'][split]} of {studies[split]} studies have another "
+                f"label in {name} than in the tree"
+            )
+        else:
+            lines.append(f"{split}: the tree's labels (no {name} in the label folder)")
+    for name, n in record["not_in_tree"].items():
+        if n:
+            lines.append(
+                f"{name}: {n} rows of {study_csv_name(name)} name studies this tree does not "
+                "have (left out: a subset of the data set?)"
+            )
+    for name, n in record["repeated"].items():
+        if n:
+            lines.append(
+                f"{name}: {n} studies are listed more than once in {study_csv_name(name)} "
+                "(abnormal when any of their rows says 1)"
+            )
+    return lines
 
 
 # (header, count_table column, format) of the text tables of describe_mura.

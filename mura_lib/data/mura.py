@@ -7,6 +7,11 @@ report of every file it did not take and how it read each split::
     index.frame                            # = read_mura("data_sample")
     index.skipped                          # DataFrame: path, reason (AppleDouble, hidden, ...)
     index.source                           # {"train": "csv", "valid": "csv"}
+    scan_mura("data_sample", labels="better-mura")  # another folder's study labels
+
+The labels are the tree's (its folders' suffixes) unless `labels` names a folder of
+relabelled `{split}_labeled_studies.csv` files (:mod:`mura_lib.data.labels`): they replace
+the `label` column here, once, so that every reader of the frame sees the same labels.
 
 The frame has one row per image, the columns of :data:`COLUMNS`, a RangeIndex, and rows sorted
 by split, body part, patient, study and view:
@@ -57,6 +62,7 @@ from typing import Literal
 import pandas as pd
 
 from mura_lib.config import SPLITS
+from mura_lib.data.labels import Relabelling, labels_record, relabel
 from mura_lib.data.mura_csv import listing, read_split_csvs
 from mura_lib.data.mura_layout import (
     IMAGE,
@@ -108,33 +114,55 @@ class MuraIndex:
         skipped: one row per file or folder that is not a row of `frame`, columns `path`
             (absolute) and `reason` (one of the `SKIP_*` texts), sorted by path.
         source: how each split present was read: {"train": "csv" | "walk", ...}.
+        relabelling: what a label folder changed in `frame`'s labels; None: the tree's own.
     """
 
     root: Path
     frame: pd.DataFrame
     skipped: pd.DataFrame
     source: dict[str, str]
+    relabelling: Relabelling | None = None
+
+    @property
+    def labels(self) -> dict:
+        """Which labels `frame` carries, as runs and metrics.json record it."""
+        return labels_record(self.relabelling)
+
+    @property
+    def tree_frame(self) -> pd.DataFrame:
+        """`frame` with the tree's own labels (itself unless relabelled): what the tree is,
+        e.g. whether it is the official MURA-v1.1, does not depend on the labels used."""
+        return self.frame if self.relabelling is None else self.relabelling.tree_labels(self.frame)
 
 
-def read_mura(root: str | os.PathLike[str]) -> pd.DataFrame:
+def read_mura(
+    root: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None
+) -> pd.DataFrame:
     """The image index frame of a MURA tree (see the module docstring).
 
     Args:
         root: the MURA-v1.1 folder or its parent.
+        labels: a folder of relabelled `{split}_labeled_studies.csv` files; None: the tree's.
 
     Raises:
         MuraFormatError: `root` is not a valid MURA tree; the message says what to fix.
     """
-    return scan_mura(root).frame
+    return scan_mura(root, labels=labels).frame
 
 
-def scan_mura(root: str | os.PathLike[str], source: Source = "auto") -> MuraIndex:
+def scan_mura(
+    root: str | os.PathLike[str],
+    source: Source = "auto",
+    labels: str | os.PathLike[str] | None = None,
+) -> MuraIndex:
     """Index a MURA tree and report what was skipped.
 
     Args:
         root: the MURA-v1.1 folder or its parent.
         source: "auto" reads each split from its CSVs when both exist and walks it otherwise;
             "csv" requires the CSVs of every split present; "walk" ignores the CSVs.
+        labels: a folder of relabelled `{split}_labeled_studies.csv` files
+            (:mod:`mura_lib.data.labels`); None or "": the tree's labels.
 
     Raises:
         MuraFormatError: `root` is not a valid MURA tree; the message says what to fix.
@@ -152,11 +180,14 @@ def scan_mura(root: str | os.PathLike[str], source: Source = "auto") -> MuraInde
             records += _walk_split(folder, split, skipped)
     _check_one_folder_per_study(folder, records)
     frame = _build_frame(folder, records)
+    relabelling = None
+    if labels:
+        frame, relabelling = relabel(frame, labels)
     skipped_frame = pd.DataFrame(sorted(skipped), columns=["path", "reason"])
     if skipped:
         counts = Counter(reason for _, reason in skipped)
         logger.info("%s: skipped %d entries: %s", folder, len(skipped), dict(counts))
-    return MuraIndex(root=folder, frame=frame, skipped=skipped_frame, source=sources)
+    return MuraIndex(folder, frame, skipped_frame, sources, relabelling)
 
 
 def _split_sources(folder: Path, source: Source) -> dict[str, str]:
@@ -314,9 +345,7 @@ def _build_frame(folder: Path, records: list[MuraPath]) -> pd.DataFrame:
             "body_part": [r.part for r in records],
             "patient_id": pd.array([r.patient_id for r in records], dtype="int64"),
             "study": pd.array([r.study for r in records], dtype="int64"),
-            "study_id": [
-                f"{r.split}/{r.part}/patient{r.patient_id:05d}/study{r.study}" for r in records
-            ],
+            "study_id": [r.study_id for r in records],
             "view": pd.array([r.view for r in records], dtype="int64"),
             "label": pd.array([r.label for r in records], dtype="int64"),
         },

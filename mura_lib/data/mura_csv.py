@@ -47,6 +47,7 @@ from mura_lib.errors import MuraFormatError
 # path should fail as a bad path, not vanish silently.
 _HEADER_NAMES = {"img_path", "image_path", "path", "study", "study_path"}
 _FIX_LINE = "Fix or delete that line, or delete the split's two CSV files to index the folders."
+_FIX_FILE = "Restore the file from the MURA-v1.1 archive, or delete the split's two CSV files."
 # How many offending entries a message lists before saying "and N more".
 MAX_LISTED = 5
 
@@ -58,8 +59,14 @@ def listing(items: list[str], total: int | None = None) -> str:
     return shown if total <= MAX_LISTED else f"{shown} and {total - MAX_LISTED} more"
 
 
-def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number, stripped fields) for each non-blank row, without a header row."""
+def _rows(
+    path: Path, fix_file: str = _FIX_FILE, fix_line: str = _FIX_LINE
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, stripped fields) for each non-blank row, without a header row.
+
+    ``fix_file`` and ``fix_line`` say what to do about a bad file or line: the index files and
+    the label files of :mod:`mura_lib.data.labels` are mended differently.
+    """
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f)
@@ -75,30 +82,33 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
                 yield reader.line_num, fields
     except UnicodeDecodeError as err:
         raise MuraFormatError(
-            f"{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start}). "
-            "Restore the file from the MURA-v1.1 archive, or delete the split's two CSV files."
+            f"{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start}). {fix_file}"
         ) from None
     except PermissionError as err:
         raise MuraFormatError(
             f"{path}: cannot be read ({err.strerror}). Check the file's permissions."
         ) from None
     except csv.Error as err:
-        raise MuraFormatError(f"{path}: unreadable CSV ({err}). {_FIX_LINE}") from None
+        raise MuraFormatError(f"{path}: unreadable CSV ({err}). {fix_line}") from None
 
 
-def _fields(path: Path, line: int, fields: list[str], n: int, what: str) -> list[str]:
+def _fields(
+    path: Path, line: int, fields: list[str], n: int, what: str, fix_line: str = _FIX_LINE
+) -> list[str]:
     """The row's fields, after checking there are exactly `n` (trailing empty ones allowed)."""
     while len(fields) > n and not fields[-1]:
         fields = fields[:-1]
     if len(fields) != n:
         raise MuraFormatError(
             f"{path}, line {line}: expected {what}, found {len(fields)} fields "
-            f"({','.join(fields)!r}). {_FIX_LINE}"
+            f"({','.join(fields)!r}). {fix_line}"
         )
     return fields
 
 
-def _listed(path: Path, line: int, text: str, split: str, level: int) -> MuraPath:
+def _listed(
+    path: Path, line: int, text: str, split: str, level: int, fix_line: str = _FIX_LINE
+) -> MuraPath:
     """Parse a path a CSV line lists: a path of this split down to `level`, or an error."""
     try:
         parsed = parse_mura_path(text, level)
@@ -107,7 +117,7 @@ def _listed(path: Path, line: int, text: str, split: str, level: int) -> MuraPat
         return parsed
     except BadName as bad:
         problem = _listed_problem(text, split, level, bad)
-    raise MuraFormatError(f"{path}, line {line}: {problem}. {_FIX_LINE}")
+    raise MuraFormatError(f"{path}, line {line}: {problem}. {fix_line}")
 
 
 def _listed_problem(text: str, split: str, level: int, bad: BadName) -> str:
@@ -152,6 +162,28 @@ def read_image_csv(path: Path, split: str) -> tuple[list[MuraPath], list[int]]:
     return records, lines
 
 
+def labeled_study_rows(
+    path: Path, split: str, fix_file: str = _FIX_FILE, fix_line: str = _FIX_LINE
+) -> Iterator[tuple[int, MuraPath, int]]:
+    """Yield (line number, study folder, label) for each row of a `{split}_labeled_studies.csv`.
+
+    The row's label is returned as written: whether it may differ from the folder's suffix is
+    the caller's rule (the tree's own file: never; a relabelled copy: that is its purpose).
+
+    Raises:
+        MuraFormatError: a line is not `<study folder>,<0|1>` of this split.
+    """
+    for line, fields in _rows(path, fix_file, fix_line):
+        text, label_text = _fields(path, line, fields, 2, "'<study folder>,<label>'", fix_line)
+        study = _listed(path, line, text.removesuffix("/"), split, STUDY, fix_line)
+        if label_text not in ("0", "1"):
+            raise MuraFormatError(
+                f"{path}, line {line}: label {label_text!r} is not 0 (normal) or 1 (abnormal). "
+                f"{fix_line}"
+            )
+        yield line, study, int(label_text)
+
+
 def read_study_csv(path: Path, split: str) -> dict[str, int]:
     """Parse `{split}_labeled_studies.csv` into {study folder without '/': line number}.
 
@@ -163,19 +195,12 @@ def read_study_csv(path: Path, split: str) -> dict[str, int]:
             contradicts the folder's `_positive`/`_negative` suffix, or it is listed twice.
     """
     studies: dict[str, int] = {}
-    for line, fields in _rows(path):
-        text, label_text = _fields(path, line, fields, 2, "'<study folder>,<label>'")
-        key = text.removesuffix("/")
-        study = _listed(path, line, key, split, STUDY)
-        if label_text not in ("0", "1"):
-            raise MuraFormatError(
-                f"{path}, line {line}: label {label_text!r} is not 0 (normal) or 1 (abnormal). "
-                f"{_FIX_LINE}"
-            )
-        if int(label_text) != study.label:
+    for line, study, label in labeled_study_rows(path, split):
+        key = study.rel_path
+        if label != study.label:
             folder = key.rpartition("/")[2]
             raise MuraFormatError(
-                f"{path}, line {line}: label {label_text} contradicts the folder name "
+                f"{path}, line {line}: label {label} contradicts the folder name "
                 f"{folder!r} (_{folder.rpartition('_')[2]} means {study.label}). The folder "
                 "suffix is MURA's label: correct the CSV line, or delete the split's two CSV "
                 "files to index the folders."

@@ -81,6 +81,12 @@ class MuraPath(NamedTuple):
         """The folder holding what the path names (for an image: its study folder)."""
         return self.rel_path.rpartition("/")[0]
 
+    @property
+    def study_id(self) -> str:
+        """The study's `study_id` (`train/ELBOW/patient00001/study1`): split, part, patient and
+        study number, without the label suffix, so that it names the study whatever its label."""
+        return f"{self.split}/{self.part}/patient{self.patient_id:05d}/study{self.study}"
+
 
 def image_csv_name(split: str) -> str:
     return f"{split}_image_paths.csv"

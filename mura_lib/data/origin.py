@@ -49,7 +49,7 @@ def training_data(index: MuraIndex) -> dict:
     """What a checkpoint records of the tree it was trained on: kind, folder, parts, images."""
     frame = index.frame
     return {
-        "kind": data_kind(index.root, frame),
+        "kind": data_kind(index.root, index.tree_frame),  # the tree, whatever labels were used
         "root": str(index.root),
         "body_parts": ordered_parts(frame["body_part"]),
         "images": {

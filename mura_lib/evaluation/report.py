@@ -1,10 +1,11 @@
 """The evaluation report (metrics.json) and the tables built from it.
 
 :func:`evaluation_report` turns a predictions frame into one JSON-ready dict: study-level and
-image-level metrics, overall and per body part, each with bootstrap confidence intervals, at
-the chosen threshold and at the paper's fixed 0.5. It is a pure function of its arguments: the
-same predictions (in memory, or read back from the CSV they were written to; see
-:mod:`mura_lib.evaluation.predictions`) give the same dict, bit for bit.
+image-level metrics, overall and per body part, each with bootstrap confidence intervals that
+resample patients (:mod:`mura_lib.evaluation.bootstrap`), at the chosen threshold and at the
+paper's fixed 0.5; study-level blocks also hold calibration metrics. It is a pure function of
+its arguments: the same predictions (in memory, or read back from the CSV they were written
+to; see :mod:`mura_lib.evaluation.predictions`) give the same dict, bit for bit.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ import numpy as np
 import pandas as pd
 
 from mura_lib.data.mura_layout import ordered_parts
-from mura_lib.evaluation.bootstrap import bootstrap_ci
+from mura_lib.evaluation.bootstrap import (
+    bootstrap_ci,
+    bootstrap_unit,
+    calibration_ci,
+    patient_units,
+)
+from mura_lib.evaluation.calibration import (
+    CALIBRATION_METRICS,
+    CALIBRATION_SETTINGS,
+    calibration_metrics,
+)
 from mura_lib.evaluation.metrics import binary_metrics
 from mura_lib.evaluation.predictions import check_predictions, read_predictions
 from mura_lib.evaluation.references import PAPER_TEST_KAPPA  # noqa: F401 (re-exported)
@@ -31,22 +42,31 @@ def metric_block(
     y_true: np.ndarray,
     prob: np.ndarray,
     threshold: float,
-    groups: np.ndarray | None = None,
+    units: np.ndarray | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     name: str = "overall",
+    level: float = 0.95,
+    calibration: bool = False,
 ) -> dict:
     """Point metrics of one group plus bootstrap intervals ("ci", and "ci_dropped" if any).
 
-    ``groups`` (the study of each image) makes the bootstrap resample studies for image-level
-    metrics; with ``n_boot=0`` the block has no intervals ("ci" is empty).
+    ``units`` (the patient of each case) are what the bootstrap draws; None draws cases. With
+    ``calibration`` the block also holds the calibration metrics of
+    :mod:`mura_lib.evaluation.calibration`. With ``n_boot=0`` the block has no intervals ("ci"
+    is empty).
     """
     block = binary_metrics(y_true, prob, threshold)
-    if groups is not None:
-        block["n_studies"] = int(pd.Series(groups).nunique())
+    if calibration:
+        calibrated = calibration_metrics(y_true, prob)
+        block["undefined"] |= calibrated.pop("undefined")
+        block |= calibrated
     block["ci"] = {}
     if n_boot > 0 and block["n"] > 0:
-        ci, dropped = bootstrap_ci(y_true, prob, threshold, groups, n_boot, seed, name=name)
+        ci, dropped = bootstrap_ci(y_true, prob, threshold, units, n_boot, seed, level, name)
+        if calibration:
+            more_ci, more_dropped = calibration_ci(y_true, prob, units, n_boot, seed, level, name)
+            ci, dropped = ci | more_ci, dropped | more_dropped
         # a metric undefined on the group itself gets no interval either
         block["ci"] = {m: (v if block[m] is not None else None) for m, v in ci.items()}
         if dropped:
@@ -54,20 +74,38 @@ def metric_block(
     return block
 
 
-def _level(frame: pd.DataFrame, threshold: float, image: bool, n_boot: int, seed: int) -> dict:
-    """{"overall": block, "by_body_part": {part: block}} for studies or for images."""
+def _level(
+    frame: pd.DataFrame,
+    threshold: float,
+    image: bool,
+    boot: dict,
+    calibration: bool = False,
+) -> dict:
+    """{"overall": block, "by_body_part": {part: block}} for studies or for images.
+
+    ``boot`` holds n_boot, seed and level; the bootstrap unit is the patient when the frame
+    has patient ids, else the row's study.
+    """
 
     def block(rows: pd.DataFrame, name: str) -> dict:
-        groups = rows["study_id"].to_numpy() if image else None
-        return metric_block(
+        patients = patient_units(rows)
+        units = patients
+        if patients is None and image:
+            units = rows["study_id"].to_numpy()  # without patients, a study keeps its views
+        result = metric_block(
             rows["label"].to_numpy(),
             rows["prob"].to_numpy(),
             threshold,
-            groups,
-            n_boot,
-            seed,
+            units,
             name=("image:" if image else "study:") + name,
+            calibration=calibration,
+            **boot,
         )
+        if image:
+            result["n_studies"] = int(rows["study_id"].nunique())
+        if patients is not None:
+            result["n_patients"] = int(pd.Series(patients).nunique())
+        return result
 
     return {
         "overall": block(frame, "overall"),
@@ -102,7 +140,9 @@ def evaluation_report(
 
             {"schema_version", "threshold", "threshold_rule", "threshold_note" (why a rule
              fell back to 0.5, else None), "decision", "aggregation",
-             "prob_precision", "bootstrap": {n_boot, seed, level, method, unit},
+             "prob_precision", "bootstrap": {n_boot, seed, level, method, unit, n_units,
+             resampling (and unit_note when the unit is not the patient)},
+             "calibration": {ece_bins, ece_binning, recalibration, logit_clip},
              "n_images", "n_studies",
              "study": {"overall": block, "by_body_part": {part: block}},
              "image": {"overall": block, "by_body_part": {part: block}},
@@ -110,7 +150,9 @@ def evaluation_report(
 
         where a block holds n, n_positive, n_negative, kappa, auroc, average_precision, f1,
         accuracy, sensitivity, specificity, precision, confusion, undefined and
-        ci {metric: [lo, hi] or None}; image blocks also hold n_studies.
+        ci {metric: [lo, hi] or None}, and n_patients when the predictions have patient ids;
+        image blocks also hold n_studies, study blocks brier, ece, calibration_slope and
+        calibration_intercept (the same at either threshold).
     """
     if isinstance(predictions, (str, os.PathLike)):
         frame = read_predictions(predictions)
@@ -125,6 +167,11 @@ def evaluation_report(
         threshold = threshold.value
     threshold = float(threshold)
     studies = study_scores(frame, source=source)
+    patients = patient_units(frame, source)
+    boot = {"n_boot": int(n_boot), "seed": int(seed), "level": float(level)}
+    study = _level(studies, threshold, False, boot, calibration=True)
+    at_half = _level(studies, FIXED_THRESHOLD, False, boot)
+    _copy_calibration(study, at_half)
     return {
         "schema_version": SCHEMA_VERSION,
         "threshold": threshold,
@@ -133,52 +180,31 @@ def evaluation_report(
         "decision": DECISION_RULE,
         "aggregation": "mean",  # the paper's study score: the mean of the views
         "prob_precision": "float32",
-        "bootstrap": {
-            "n_boot": int(n_boot),
-            "seed": int(seed),
-            "level": float(level),
-            "method": "percentile",
-            "unit": "study (image-level metrics resample studies with all their images)",
-        },
+        "bootstrap": {**boot, "method": "percentile", **bootstrap_unit(patients, len(studies))},
+        "calibration": CALIBRATION_SETTINGS,
         "n_images": len(frame),
         "n_studies": len(studies),
-        "study": _level(studies, threshold, False, n_boot, seed),
-        "image": _level(frame, threshold, True, n_boot, seed),
-        "at_0.5": {"study": _level(studies, FIXED_THRESHOLD, False, n_boot, seed)},
+        "study": study,
+        "image": _level(frame, threshold, True, boot),
+        "at_0.5": {"study": at_half},
     }
 
 
-def calibration_table(studies: pd.DataFrame, n_bins: int = 10) -> pd.DataFrame:
-    """Mean predicted probability against the observed abnormal rate, in equal-width bins.
-
-    Returns:
-        One row per bin of [0, 1]: bin_lo, bin_hi, n, mean_prob, observed_rate (the last two
-        NaN for an empty bin). A well calibrated model has mean_prob close to observed_rate.
-    """
-    prob = studies["prob"].to_numpy(dtype=np.float64)
-    label = studies["label"].to_numpy(dtype=np.float64)
-    index = np.clip((prob * n_bins).astype(np.int64), 0, n_bins - 1)  # 1.0 joins the top bin
-    n = np.bincount(index, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_prob = np.bincount(index, weights=prob, minlength=n_bins) / n
-        observed = np.bincount(index, weights=label, minlength=n_bins) / n
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return pd.DataFrame(
-        {
-            "bin_lo": edges[:-1],
-            "bin_hi": edges[1:],
-            "n": n,
-            "mean_prob": np.where(n > 0, mean_prob, np.nan),
-            "observed_rate": np.where(n > 0, observed, np.nan),
-        }
-    )
-
-
-def expected_calibration_error(table: pd.DataFrame) -> float:
-    """Case-weighted mean |mean_prob - observed_rate| over the bins of a calibration table."""
-    used = table[table["n"] > 0]
-    gap = (used["mean_prob"] - used["observed_rate"]).abs()
-    return float((gap * used["n"]).sum() / used["n"].sum())
+def _copy_calibration(source: dict, target: dict) -> None:
+    """Give ``target``'s blocks the calibration metrics of ``source``'s: they do not depend
+    on the threshold, and the resamples of a study-level group are the same at any."""
+    parts = source["by_body_part"]
+    pairs = [(source["overall"], target["overall"])]
+    pairs += [(parts[p], target["by_body_part"][p]) for p in parts]
+    for src, dst in pairs:
+        for metric in CALIBRATION_METRICS:
+            dst[metric] = src[metric]
+            if metric in src["undefined"]:
+                dst["undefined"][metric] = src["undefined"][metric]
+            if metric in src["ci"]:
+                dst["ci"][metric] = src["ci"][metric]
+            if metric in src.get("ci_dropped", {}):
+                dst.setdefault("ci_dropped", {})[metric] = src["ci_dropped"][metric]
 
 
 def per_part_table(
@@ -223,3 +249,28 @@ def per_part_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def calibration_summary(report: Mapping, part: str = "overall") -> pd.DataFrame:
+    """The four calibration numbers of one study-level group, with their intervals.
+
+    Returns:
+        One row per metric (brier, ece, calibration_slope, calibration_intercept): value,
+        ci_lo, ci_hi, and ideal (the value of a perfectly calibrated model).
+    """
+    section = report["study"]
+    block = section["overall"] if part == "overall" else section["by_body_part"][part]
+    ideal = {"brier": 0.0, "ece": 0.0, "calibration_slope": 1.0, "calibration_intercept": 0.0}
+    rows = []
+    for metric in CALIBRATION_METRICS:
+        value, ci = block.get(metric), block.get("ci", {}).get(metric)
+        rows.append(
+            {
+                "metric": metric,
+                "value": np.nan if value is None else value,
+                "ci_lo": np.nan if ci is None else ci[0],
+                "ci_hi": np.nan if ci is None else ci[1],
+                "ideal": ideal[metric],
+            }
+        )
+    return pd.DataFrame(rows).set_index("metric")

@@ -18,11 +18,11 @@ from torch import nn
 
 from mura_lib.data.augment import normalize
 from mura_lib.data.batches import BatchLoader
-from mura_lib.data.study_batches import StudyBatchLoader
 from mura_lib.device import resolve_device
 from mura_lib.errors import CheckpointError, ConfigError
 from mura_lib.models.build import model_from_checkpoint
 from mura_lib.models.checkpoint import load_checkpoint
+from mura_lib.models.study import StudyModel, segment_sum
 from mura_lib.progress import track
 
 
@@ -49,28 +49,11 @@ def check_tta(mode: str) -> str:
     return mode
 
 
-def forward_probs(
-    model: nn.Module, x: torch.Tensor, *, tta: str = "none", amp: bool = True
-) -> torch.Tensor:
-    """Abnormality probability of each image of a model-ready batch, averaged over ``tta``.
-
-    Probabilities, not logits, are averaged (as for an ensemble's members), in float32.
-    """
-    with autocast(x.device, amp):
-        logits = model(x).squeeze(1)
-    probs = torch.sigmoid(logits.float())
-    if tta == "flip":
-        with autocast(x.device, amp):
-            mirrored = model(x.flip(-1)).squeeze(1)
-        probs = (probs + torch.sigmoid(mirrored.float())) / 2
-    return probs
-
-
 class CheckpointNormalizer:
     """The evaluation half of an Augmenter for a checkpoint: its normalisation, nothing else.
 
     Callable like :class:`mura_lib.data.augment.Augmenter` (``train=False``), so
-    :func:`predict_probs` takes either.
+    :func:`predict` takes either.
     """
 
     def __init__(self, ckpt: dict) -> None:
@@ -81,61 +64,45 @@ class CheckpointNormalizer:
         return normalize(images, self.mean, self.std)
 
 
-def forward_study(
+def forward(
     model: nn.Module,
     x: torch.Tensor,
-    study_index: torch.Tensor,
-    n_studies: int,
+    group_index: torch.Tensor,
+    n_groups: int,
     *,
     tta: str = "none",
     amp: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Study probabilities (n_studies,), view weights (V,) and the views' own probabilities
-    (V,, from the backbone's classifier) of a study-level model for the model-ready views
-    ``x`` of whole studies (``study_index``: each view's study), all averaged over ``tta``."""
+    """Group probabilities (n_groups,), view weights (V,) and the views' own probabilities
+    (V,) for the model-ready views ``x`` (``group_index``: each view's group), averaged over
+    ``tta`` (probabilities, not logits, as for an ensemble's members), in float32.
+
+    A study-level model scores a group with its head. An image-level model scores it with the
+    mean of its views' probabilities, the paper's study rule, each view weighing 1/n; a group
+    of one image is then that image's probability.
+    """
     copies = [x, x.flip(-1)] if tta == "flip" else [x]
     probs, weights, view_probs = [], [], []
     for copy in copies:
-        with autocast(x.device, amp):
-            logits = model(copy, study_index, n_studies)
-        probs.append(torch.sigmoid(logits.float()))
-        weights.append(model.view_weights)
-        view_probs.append(torch.sigmoid(model.view_logits))
+        if isinstance(model, StudyModel):
+            with autocast(x.device, amp):
+                logits = model(copy, group_index, n_groups)
+            probs.append(torch.sigmoid(logits.float()))
+            weights.append(model.view_weights)
+            view_probs.append(torch.sigmoid(model.view_logits))
+        else:
+            with autocast(x.device, amp):
+                own = torch.sigmoid(model(copy).squeeze(1).float())
+            counts = segment_sum(torch.ones_like(own), group_index, n_groups)
+            share = 1.0 / counts[group_index]
+            probs.append(segment_sum(share * own, group_index, n_groups))
+            weights.append(share)
+            view_probs.append(own)
     return tuple(torch.stack(values).mean(0) for values in (probs, weights, view_probs))
 
 
 @torch.inference_mode()
-def predict_study_probs(
-    model: nn.Module,
-    loader: StudyBatchLoader,
-    augmenter: Callable[..., torch.Tensor],
-    *,
-    amp: bool = True,
-    channels_last: bool = False,
-    tta: str = "none",
-    progress: str = "none",
-    desc: str = "predict",
-) -> tuple[np.ndarray, np.ndarray]:
-    """A study-level model over an (unshuffled) study loader: the probability of each of the
-    loader's studies and the weight of each row (view) in its study; NaN where this rank
-    did not predict (under torchrun each rank has a share of the studies)."""
-    check_tta(tta)
-    model.eval()
-    device = loader.device
-    probs = torch.full((loader.n_studies,), float("nan"), dtype=torch.float32, device=device)
-    weights = torch.full((len(loader.images),), float("nan"), dtype=torch.float32, device=device)
-    for batch in track(loader.epoch(0), progress, len(loader), desc):
-        x = to_model_input(augmenter(batch.images, train=False), channels_last)
-        study_probs, view_weights, _ = forward_study(
-            model, x, batch.study_index, batch.n_studies, tta=tta, amp=amp
-        )
-        probs[torch.from_numpy(batch.studies).to(device)] = study_probs
-        weights[batch.index.to(device)] = view_weights.float()
-    return probs.cpu().numpy(), weights.cpu().numpy()
-
-
-@torch.inference_mode()
-def predict_probs(
+def predict(
     model: nn.Module,
     loader: BatchLoader,
     augmenter: Callable[..., torch.Tensor],
@@ -145,19 +112,31 @@ def predict_probs(
     tta: str = "none",
     progress: str = "none",
     desc: str = "predict",
-) -> np.ndarray:
-    """Abnormality probability of every row of an (unshuffled) loader, in row order.
+) -> tuple[np.ndarray, np.ndarray]:
+    """A model over an unshuffled loader: per row, the probability of its group (for single
+    images, the image's own) and, for a study-level model, the view's weight in its study;
+    NaN for the rows this rank did not predict (under torchrun each rank has a share of the
+    groups) and for the weights of an image-level model.
 
-    ``augmenter`` is called with ``train=False``: an Augmenter or a CheckpointNormalizer.
+    A study-level model goes with a loader of whole studies (``by_study``), so that every
+    view of a study carries the study's probability: study scores (the mean over views) are
+    then the model's own and every evaluation function applies unchanged. ``augmenter`` is
+    called with ``train=False``: an Augmenter or a CheckpointNormalizer.
     """
     check_tta(tta)
     model.eval()
     device = loader.device
-    probs = torch.empty(len(loader.images), dtype=torch.float32, device=device)
+    probs = torch.full((len(loader.images),), float("nan"), dtype=torch.float32, device=device)
+    weights = torch.full_like(probs, float("nan"))
     for batch in track(loader.epoch(0), progress, len(loader), desc):
         x = to_model_input(augmenter(batch.images, train=False), channels_last)
-        probs[batch.index.to(device)] = forward_probs(model, x, tta=tta, amp=amp)
-    return probs.cpu().numpy()
+        group_probs, view_weights, _ = forward(
+            model, x, batch.group_index, batch.n_groups, tta=tta, amp=amp
+        )
+        probs[batch.index] = group_probs[batch.group_index]
+        if isinstance(model, StudyModel):
+            weights[batch.index] = view_weights
+    return probs.cpu().numpy(), weights.cpu().numpy()
 
 
 def usable_checkpoint(path: str | Path) -> dict:

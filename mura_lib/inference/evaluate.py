@@ -41,6 +41,7 @@ def evaluate_checkpoint(
     cache_dir: str | None = None,
     progress: str = "auto",
     tta: str | None = None,
+    labels: str | Path | None = None,
 ) -> dict:
     """Predict every image of ``split`` and write predictions.csv and metrics.json.
 
@@ -51,12 +52,16 @@ def evaluate_checkpoint(
     (never on ``split``). An ensemble also writes member_predictions.csv (one probability
     column per member), from which its mean and every member's metrics are recomputable.
 
+    ``labels`` is a folder of relabelled `{split}_labeled_studies.csv` files
+    (:mod:`mura_lib.data.labels`) for the split and for a threshold chosen here; metrics.json
+    records which labels were used.
+
     metrics.json is computed from predictions.csv as written (probabilities as float32), so a
     recomputation from the CSV gives exactly the same numbers.
     """
     # Imported here, not at the top: scikit-learn and pandas add seconds to the start-up of
     # `mura predict`, which imports this package but never evaluates.
-    from mura_lib.data import read_mura
+    from mura_lib.data import scan_mura
     from mura_lib.evaluation.predictions import write_predictions
     from mura_lib.evaluation.report import evaluation_report
     from mura_lib.evaluation.thresholds import ThresholdChoice
@@ -65,7 +70,8 @@ def evaluate_checkpoint(
 
     source = load_source(checkpoint)
     tta = check_tta(source.tta if tta is None else tta)
-    frame = read_mura(data_root)
+    index = scan_mura(data_root, labels=labels)
+    frame = index.frame
     rows = frame[frame["split"] == split]
     if rows.empty:
         raise MuraError(
@@ -106,6 +112,7 @@ def evaluate_checkpoint(
     report["threshold_source"] = threshold_source
     report["threshold_chosen_on"] = chosen_on
     report["split"] = split
+    report["labels"] = index.labels
     report["skipped_images"] = [published_path(path) for path in predicted.skipped]
     write_json(report, out_dir / "metrics.json")
     return report

@@ -18,7 +18,6 @@ import torch
 
 from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import build_cache
-from mura_lib.data.study_batches import StudyBatchLoader
 from mura_lib.device import resolve_device
 from mura_lib.errors import ConfigError, MuraError
 from mura_lib.evaluation.predictions import canonical_prob, read_predictions
@@ -27,8 +26,7 @@ from mura_lib.evaluation.thresholds import ThresholdChoice, choose_threshold
 from mura_lib.inference.engine import (
     CheckpointNormalizer,
     check_tta,
-    predict_probs,
-    predict_study_probs,
+    predict,
     usable_checkpoint,
 )
 from mura_lib.inference.ensemble import ModelSource, expand_members, read_manifest, write_manifest
@@ -102,19 +100,13 @@ def predict_rows(
             progress=mode,
             desc=desc if len(source.checkpoints) == 1 else f"{desc} (member {k + 1})",
         )
-        weights = np.full(len(cache.frame), np.nan)
-        if study_head_of(ckpt) == "none":
-            loader = BatchLoader.from_cache(cache, batch_size, device=dev, shuffle=False)
-            probs = predict_probs(model, loader, CheckpointNormalizer(ckpt), **run)
-        else:  # every view of a study carries the study's probability (see fit's _validate)
-            max_views = int(ckpt["train_args"].get("study_max_views", batch_size))
-            loader = StudyBatchLoader.from_cache(
-                cache, max(max_views, batch_size), device=dev, shuffle=False, labels=None
-            )
-            study_probs, weights = predict_study_probs(
-                model, loader, CheckpointNormalizer(ckpt), **run
-            )
-            probs = study_probs[loader.row_study]
+        # A study-level model reads whole studies (at most study_max_views views a batch).
+        by_study = study_head_of(ckpt) != "none"
+        cap = max(int(ckpt["train_args"].get("study_max_views", 0)), batch_size)
+        loader = BatchLoader.from_cache(
+            cache, cap if by_study else batch_size, by_study=by_study, device=dev, shuffle=False
+        )
+        probs, weights = predict(model, loader, CheckpointNormalizer(ckpt), **run)
         columns.append(canonical_prob(probs))
         view_weights.append(weights)
         del model, loader

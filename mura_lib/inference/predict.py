@@ -20,8 +20,7 @@ from mura_lib.errors import CheckpointError, MuraError
 from mura_lib.inference.engine import (
     CheckpointNormalizer,
     check_tta,
-    forward_probs,
-    forward_study,
+    forward,
     to_model_input,
 )
 from mura_lib.inference.ensemble import ModelSource, load_source
@@ -106,21 +105,18 @@ def predict_paths(
             arrays = [resize_square(f, ckpt["image_size"], ckpt["resize"]) for f in films]
             x = torch.from_numpy(np.stack(arrays)[:, None]).to(dev)
             x = to_model_input(CheckpointNormalizer(ckpt)(x), dev.type == "cuda")
-            study_level = study_head_of(ckpt) != "none"
             backbone = backbone_of(model)  # the view classifier
             if cam_dir is not None and k == 0:
                 cams, _ = class_activation_maps(backbone, x)
                 _write_cams(Path(cam_dir), views, films, cams.cpu().numpy(), ckpt["resize"])
-            if study_level:  # the head's score of the study, and each view's share in it
-                one_study = torch.zeros(len(views), dtype=torch.int64, device=dev)
-                study_prob, weights, view_probs = forward_study(model, x, one_study, 1, tta=tta)
-                member_weights.append(weights.cpu().numpy().astype(np.float64))
-            else:
-                view_probs = forward_probs(model, x, tta=tta)
+            # The study's score (the head's, or the mean over the views for an image-level
+            # model) and each view's own probability and share in it.
+            one_study = torch.zeros(len(views), dtype=torch.int64, device=dev)
+            study_prob, weights, view_probs = forward(model, x, one_study, 1, tta=tta)
+            member_study.append(float(study_prob[0]))
             member_views.append(view_probs.cpu().numpy().astype(np.float64))
-            # the paper's rule for an image-level model: the mean over the views
-            mean_of_views = float(member_views[-1].mean())
-            member_study.append(float(study_prob[0]) if study_level else mean_of_views)
+            if study_head_of(ckpt) != "none":
+                member_weights.append(weights.cpu().numpy().astype(np.float64))
         prob = float(np.mean(member_study))
         result = {
             "input": name,

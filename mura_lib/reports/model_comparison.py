@@ -169,7 +169,8 @@ def record_comparison(
     metrics = json.loads(metrics_path.read_text())
     metrics[key] = {
         "reference": reference,
-        "method": "paired bootstrap of the difference (same resampled studies); DeLong's test",
+        "method": "paired bootstrap of the difference (same resampled patients); McNemar's "
+        "exact test; DeLong's test",
         "variants": {
             name: {
                 "folder": str(folders[name].relative_to(metrics_path.parent)),

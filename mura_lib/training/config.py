@@ -33,6 +33,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss": tuple(LOSSES),
     "loss_weighting": ("paper", "class", "none"),
     "select_metric": tuple(SELECTION_METRICS),
+    "lr_schedule": ("plateau", "cosine"),
     "threshold_rule": ("max_kappa", "youden", "fixed"),
     "top_k_by": ("val_loss", "select_metric"),
     "study_head": ("none", "mean", "max", "attention"),
@@ -55,6 +56,7 @@ class TrainConfig:
     loss: str = "bce"  # bce | focal (Lin et al. 2017): training loss and val_loss alike
     loss_weighting: str = "paper"  # paper (per body part) | class (original) | none
     select_metric: str = "study_kappa"  # study_kappa | study_auroc | study_f1 | val_loss
+    lr_schedule: str = "plateau"  # plateau (the paper) | cosine (to 0 at the last epoch)
     plateau_factor: float = 0.1  # the paper divides the rate by 10 on a plateau
     plateau_patience: int = 2  # epochs without improvement before the rate drops
     early_stop_patience: int = 5  # 0 disables; must be >= plateau_patience + 2
@@ -62,10 +64,10 @@ class TrainConfig:
     keep_top_k: int = 0  # keep the k best epochs as an ensemble (OUT/ensemble.json); 0: off
     top_k_by: str = "val_loss"  # rank them by val_loss (the paper) | select_metric
     val_fraction: float = 0.2  # share of official-train studies held out for selection
+    labels: str = ""  # folder of relabelled {train,valid}_labeled_studies.csv; "": the tree's
     study_head: str = "none"  # none (image-level) | mean | max | attention (study-level)
     study_max_views: int = 32  # study-level: views per batch and process (>= largest study)
     augment: str = "hflip,translate,rotate,scale,brightness,contrast"  # applied in order | none
-    hflip: bool = True  # augmentation hflip: mirror with probability 0.5 (off: never)
     rotate_degrees: float = 30.0  # augmentation rotate: up to this angle (the paper: 30)
     scale_min: float = 0.9  # augmentation scale: smallest zoom factor (< 1 zooms out)
     scale_max: float = 1.1  # augmentation scale: largest zoom factor (> 1 zooms in)
@@ -77,6 +79,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA (ignored on CPU)
     sync_batchnorm: bool = True  # under torchrun on CUDA: BatchNorm over the global batch
+    deterministic: bool = False  # deterministic GPU kernels, slower (CPU runs: MURA_PIN_CPU)
     skip_bad_images: bool = False  # leave unreadable images out (reported) instead of failing
     cache_dir: str = ""  # "" = the project's cache/ folder
 

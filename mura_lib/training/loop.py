@@ -14,7 +14,6 @@ from torch import nn
 
 from mura_lib.data.augment import Augmenter
 from mura_lib.data.batches import BatchLoader
-from mura_lib.data.study_batches import StudyBatch, StudyBatchLoader
 from mura_lib.inference.engine import autocast, to_model_input
 from mura_lib.models.build import freeze_batchnorm_stats
 from mura_lib.progress import track
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 
 def train_one_epoch(
     model: nn.Module,
-    loader: BatchLoader | StudyBatchLoader,
+    loader: BatchLoader,
     augmenter: Augmenter,
     optimizer: torch.optim.Optimizer,
     epoch: int,
@@ -39,8 +38,9 @@ def train_one_epoch(
     return the mean loss over batches.
 
     All randomness of the epoch (batch order, augmentation, dropout) is seeded from
-    ``(seed, epoch)``, so a run resumed at this epoch repeats it exactly. A study loader
-    trains a study-level model: one logit, one label and one loss weight per study.
+    ``(seed, epoch)``, so a run resumed at this epoch repeats it exactly. A loader of whole
+    studies (``by_study``) trains a study-level model: one logit, one label and one loss weight
+    per study; a loader of single images, one per image.
     """
     model.train()
     freeze_batchnorm_stats(model)
@@ -50,12 +50,11 @@ def train_one_epoch(
     for batch in track(loader.epoch(epoch), progress, len(loader), f"epoch {epoch + 1}"):
         x = to_model_input(augmenter(batch.images), channels_last)
         with autocast(device, amp):
-            if isinstance(batch, StudyBatch):
-                logits = model(x, batch.study_index, batch.n_studies)
+            if loader.grouped:
+                logits = model(x, batch.group_index, batch.n_groups)
             else:
                 logits = model(x).squeeze(1)
-        weights = batch.weights if isinstance(batch, StudyBatch) else batch.extra["weight"]
-        loss = criterion(logits.float(), batch.labels, weights)  # float32 whatever the autocast
+        loss = criterion(logits.float(), batch.labels, batch.weights)  # float32 whatever autocast
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

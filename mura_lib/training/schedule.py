@@ -9,8 +9,14 @@ before the first reduction has had an epoch to act.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from mura_lib.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from mura_lib.training.config import TrainConfig
 
 # Metrics the selection can use, and whether larger is better.
 SELECTION_METRICS = {
@@ -80,3 +86,37 @@ class EarlyStopping:
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """The run's learning-rate schedule, stepped once an epoch (:func:`step_schedule`).
+
+    ``plateau`` is the paper's: the rate drops by ``plateau_factor`` when the selection metric
+    has not improved for ``plateau_patience`` epochs. ``cosine`` lowers it smoothly to 0 at
+    ``epochs`` (fixed when the run starts): the last epochs take small steps, so the model a
+    run ends with depends less on the noise of the last few batches and validations.
+    """
+    import torch
+
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    # threshold=0: "improved" means strictly better, as for early stopping, so the two agree.
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        mode=metric_mode(config.select_metric),
+        factor=config.plateau_factor,
+        patience=config.plateau_patience,
+        threshold=0.0,
+    )
+
+
+def step_schedule(scheduler, value: float) -> None:
+    """End an epoch whose selection metric was ``value`` (only the plateau schedule reads it)."""
+    import torch
+
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(value)
+    else:
+        scheduler.step()

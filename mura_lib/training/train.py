@@ -28,20 +28,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mura_lib.config import GRAY_MEAN, GRAY_STD
+from mura_lib.config import GRAY_MEAN, GRAY_STD, from_root
 from mura_lib.data import scan_mura, split_by_patient
 from mura_lib.data.augment import Augmenter
 from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import build_cache
+from mura_lib.data.labels import TREE_LABELS
 from mura_lib.data.origin import training_data
-from mura_lib.data.study_batches import StudyBatchLoader
 from mura_lib.disk import write_text_atomic
 from mura_lib.errors import ConfigError
 from mura_lib.evaluation.metrics import binary_metrics
 from mura_lib.evaluation.predictions import write_predictions
 from mura_lib.evaluation.studies import study_scores
 from mura_lib.evaluation.thresholds import choose_threshold
-from mura_lib.inference.engine import predict_probs, predict_study_probs
+from mura_lib.inference.engine import predict
 from mura_lib.locks import exclusive_lock
 from mura_lib.models.backbones import check_output, source_record
 from mura_lib.models.build import (
@@ -51,9 +51,11 @@ from mura_lib.models.build import (
     resolve_trainable,
 )
 from mura_lib.models.checkpoint import load_checkpoint, save_checkpoint
+from mura_lib.numerics import cpu_numerics
 from mura_lib.progress import log_line, resolve_mode
 from mura_lib.provenance import code_version
 from mura_lib.training.config import RESUMABLE_CHANGES, TrainConfig
+from mura_lib.training.determinism import deterministic_algorithms
 from mura_lib.training.distributed import (
     Distributed,
     barrier,
@@ -66,7 +68,7 @@ from mura_lib.training.distributed import (
 from mura_lib.training.live_log import EVENT_FILES, epoch_scalars
 from mura_lib.training.loop import train_one_epoch
 from mura_lib.training.losses import LOSSES, image_loss_weights
-from mura_lib.training.schedule import EarlyStopping, metric_mode
+from mura_lib.training.schedule import EarlyStopping, lr_scheduler, metric_mode, step_schedule
 from mura_lib.training.top_k import (
     MANIFEST_NAME,
     TOP_K_DIR,
@@ -106,29 +108,33 @@ def fit(
     """
     config.validate()
     out_dir = Path(out_dir)
-    ctx, device = init_distributed(config.device)  # one process unless torchrun started more
-    try:
-        if ctx.enabled and config.batch_size % ctx.world_size:
-            raise ConfigError(
-                f"batch_size {config.batch_size} is the global batch and must be a multiple "
-                f"of the {ctx.world_size} processes (each takes an equal share)"
+    # Before the run's first CUDA call: cuBLAS reads its workspace setting when CUDA starts.
+    with deterministic_algorithms(config.deterministic):
+        ctx, device = init_distributed(config.device)  # one process unless torchrun started more
+        try:
+            if ctx.enabled and config.batch_size % ctx.world_size:
+                raise ConfigError(
+                    f"batch_size {config.batch_size} is the global batch and must be a multiple "
+                    f"of the {ctx.world_size} processes (each takes an equal share)"
+                )
+            # Rank 0 alone writes to the folder, so it alone holds its lock.
+            lock = (
+                exclusive_lock(
+                    out_dir / LOCK_NAME,
+                    f"the training folder {out_dir}",
+                    "wait for that run to finish, stop it, or train into another --out folder",
+                )
+                if ctx.is_main
+                else contextlib.nullcontext()
             )
-        # Rank 0 alone writes to the folder, so it alone holds its lock.
-        lock = (
-            exclusive_lock(
-                out_dir / LOCK_NAME,
-                f"the training folder {out_dir}",
-                "wait for that run to finish, stop it, or train into another --out folder",
-            )
-            if ctx.is_main
-            else contextlib.nullcontext()
-        )
-        # on_exit closes what _fit opens (the TensorBoard writer) on every way out, Ctrl-C too.
-        with lock, contextlib.ExitStack() as on_exit:
-            mode = resolve_mode(progress) if ctx.is_main else "none"
-            return _fit(data_root, out_dir, config, resume, overwrite, mode, ctx, device, on_exit)
-    finally:
-        shutdown(ctx)
+            # on_exit closes what _fit opens (the TensorBoard writer) on every way out, Ctrl-C too.
+            with lock, contextlib.ExitStack() as on_exit:
+                mode = resolve_mode(progress) if ctx.is_main else "none"
+                return _fit(
+                    data_root, out_dir, config, resume, overwrite, mode, ctx, device, on_exit
+                )
+        finally:
+            shutdown(ctx)
 
 
 def _fit(
@@ -154,7 +160,11 @@ def _fit(
     previous = _previous_run(last_path, config, resume, overwrite, writer=main)
     barrier(ctx)
 
-    index = scan_mura(data_root)
+    # The labels of every use below (split, class weights, validation); a relative folder is
+    # taken from the project root, as the other paths of a params file.
+    index = scan_mura(data_root, labels=from_root(config.labels) if config.labels else None)
+    if index.relabelling is not None:
+        log(f"labels from {index.labels['source']}: studies changed {index.labels['changed']}")
     frame = split_by_patient(index.frame, config.val_fraction, config.seed)
     cache_kwargs = dict(
         size=config.image_size,
@@ -182,33 +192,23 @@ def _fit(
     }
     # One criterion, for the training loss and for the validation loss that ranks checkpoints.
     criterion = LOSSES[config.loss]
+    # Whole studies for a study-level model (at most study_max_views views a batch and
+    # process), single images otherwise (batch_size: the global batch, shared by the ranks).
     study_level = config.study_head != "none"
-    if study_level:  # whole studies, at most study_max_views views a batch and process
-        train_loader = StudyBatchLoader.from_cache(
-            train_cache,
-            config.study_max_views,
-            device=device,
-            shuffle=True,
-            seed=config.seed,
-            weights=weights["train"],
-            **shard,
-        )
-        val_loader = StudyBatchLoader.from_cache(
-            val_cache, 2 * config.study_max_views, device=device, shuffle=False, **shard
-        )
-    else:
-        train_loader = BatchLoader.from_cache(
-            train_cache,
-            config.batch_size,
-            device=device,
-            shuffle=True,
-            seed=config.seed,
-            extra={"weight": weights["train"]},
-            **shard,
-        )
-        val_loader = BatchLoader.from_cache(
-            val_cache, 2 * config.batch_size, device=device, shuffle=False, **shard
-        )
+    cap = config.study_max_views if study_level else config.batch_size // ctx.world_size
+    train_loader = BatchLoader.from_cache(
+        train_cache,
+        cap,
+        by_study=study_level,
+        device=device,
+        shuffle=True,
+        seed=config.seed,
+        weights=weights["train"],
+        **shard,
+    )
+    val_loader = BatchLoader.from_cache(
+        val_cache, 2 * cap, by_study=study_level, device=device, shuffle=False, **shard
+    )
     augmenter = Augmenter(config.augmentations(), seed=config.seed, **shard)
 
     seed_everything(config.seed)
@@ -225,14 +225,7 @@ def _fit(
         weight_decay=config.weight_decay,
     )
     mode = metric_mode(config.select_metric)
-    # threshold=0: "improved" means strictly better, as for early stopping, so the two agree.
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer,
-        mode=mode,
-        factor=config.plateau_factor,
-        patience=config.plateau_patience,
-        threshold=0.0,
-    )
+    scheduler = lr_scheduler(optimizer, config)
     stopper = EarlyStopping(mode, config.early_stop_patience)
     top_k = TopK(config.keep_top_k, "min" if config.top_k_by == "val_loss" else mode)
     history: list[dict] = []
@@ -262,8 +255,11 @@ def _fit(
         "train_args": asdict(config),
         "data_fingerprint": {"train": train_cache.fingerprint, "val": val_cache.fingerprint},
         "code_version": code_version(),
+        # what a rerun must match to give the same bits (mura_lib.numerics, determinism)
+        "numerics": {"cpu": cpu_numerics(), "deterministic": config.deterministic},
         # synthetic, mura-v1.1 or other: `mura predict` warns about a model of synthetic films
         "training_data": training_data(index),
+        "labels": index.labels,  # {"source": "tree"} or the label folder, its files' SHA-256
     }
     n_params = count_parameters(model)
     processes = f" x {ctx.world_size} processes" if ctx.enabled else ""
@@ -305,7 +301,7 @@ def _fit(
         if value is None:  # e.g. AUROC undefined: count as no improvement
             value = -np.inf if mode == "max" else np.inf
         improved = stopper.update(value, epoch)
-        scheduler.step(value)
+        step_schedule(scheduler, value)
         finished = stopper.should_stop or epoch + 1 == config.epochs
         history.append(
             {
@@ -382,6 +378,8 @@ def run_summary(out_dir: str | Path, history: pd.DataFrame | None = None) -> dic
         "metrics": best["metrics"],
         "threshold": best["threshold"],
         "threshold_rule": best["threshold_rule"],
+        "numerics": best.get("numerics"),  # None in a checkpoint older than the record
+        "labels": best.get("labels", TREE_LABELS),  # runs from before label folders: the tree's
         "ensemble": str(ensemble) if manifest else None,
         "ensemble_epochs": manifest["chosen_by"]["epochs"] if manifest else [],
         "history": history,
@@ -431,7 +429,7 @@ def _previous_run(
 
 def _validate(
     model: torch.nn.Module,
-    loader: BatchLoader | StudyBatchLoader,
+    loader: BatchLoader,
     augmenter: Augmenter,
     ctx: Distributed,
     progress: str,
@@ -441,22 +439,14 @@ def _validate(
     row's view weight (None for an image-level one).
 
     Each rank predicts its shard with the plain model (no gradient sync) and the shards are
-    gathered, so that every rank takes the same decisions. A study-level model gives every
-    view of a study the study's probability, so that study scores (the mean over views) are
-    the model's own and every evaluation function applies unchanged.
+    gathered, so that every rank takes the same decisions.
     """
-    if isinstance(loader, BatchLoader):
-        shard = predict_probs(model, loader, augmenter, progress=progress, desc="val", **amp_kw)
-        rows = loader.rows()
-        return gather_rows(ctx, rows, shard[rows], len(loader.images)), None
-    study_probs, view_weights = predict_study_probs(
-        model, loader, augmenter, progress=progress, desc="val", **amp_kw
-    )
-    studies = loader.study_numbers()
-    rows = np.concatenate([loader.studies[s] for s in studies]) if len(studies) else studies
-    study_probs = gather_rows(ctx, studies, study_probs[studies], loader.n_studies)
-    view_weights = gather_rows(ctx, rows, view_weights[rows], len(loader.images))
-    return study_probs[loader.row_study], view_weights
+    probs, view_weights = predict(model, loader, augmenter, progress=progress, desc="val", **amp_kw)
+    rows, n = loader.rows(), len(loader.images)
+    probs = gather_rows(ctx, rows, probs[rows], n)
+    if not loader.grouped:
+        return probs, None
+    return probs, gather_rows(ctx, rows, view_weights[rows], n)
 
 
 def _validation_metrics(
