@@ -21,6 +21,16 @@ from PIL import Image
 
 from mura_lib.config import BODY_PARTS, SPLITS
 
+# Under pytest-xdist (`make test`: a worker per core) each worker computes with one thread: with
+# a thread pool per worker the pools spin against each other on a small machine, and a training
+# step takes several times longer. Results do not depend on the number of threads. The
+# processes the tests start (torchrun's workers, the notebooks' kernels) inherit the variable.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def _tiny_png() -> bytes:
     buf = io.BytesIO()
