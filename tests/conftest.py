@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,12 @@ from mura_lib.config import BODY_PARTS, SPLITS
 # a thread pool per worker the pools spin against each other on a small machine, and a training
 # step takes several times longer. Results do not depend on the number of threads. The
 # processes the tests start (torchrun's workers, the notebooks' kernels) inherit the variable.
+# A test run started in the background by a script (`make test &`) ignores Ctrl-C, and the
+# processes the tests start would inherit that: the tests that press Ctrl-C (SIGINT) need its
+# default action back, which a handler here gives every process started after exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
