@@ -22,16 +22,16 @@ from PIL import Image
 
 from mura_lib.config import BODY_PARTS, SPLITS
 
-# Under pytest-xdist (`make test`: a worker per core) each worker computes with one thread: with
-# a thread pool per worker the pools spin against each other on a small machine, and a training
-# step takes several times longer. Results do not depend on the number of threads. The
-# processes the tests start (torchrun's workers, the notebooks' kernels) inherit the variable.
 # A test run started in the background by a script (`make test &`) ignores Ctrl-C, and the
 # processes the tests start would inherit that: the tests that press Ctrl-C (SIGINT) need its
 # default action back, which a handler here gives every process started after exec.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# Under pytest-xdist (`make test`: a worker per core) each worker computes with one thread: with
+# a thread pool per worker the pools spin against each other on a small machine, and a training
+# step takes several times longer. Results do not depend on the number of threads. The
+# processes the tests start (torchrun's workers, the notebooks' kernels) inherit the variable.
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch

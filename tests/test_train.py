@@ -309,3 +309,19 @@ def test_config_module_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_a_cosine_run_cannot_be_resumed_with_more_epochs(
+    tmp_path, tiny_tree, tiny_config, trained_run
+):
+    """The cosine schedule reaches 0 at the run's first ``epochs``: more would climb again."""
+    run, _ = trained_run
+    out = tmp_path / "run"
+    out.mkdir()
+    last = torch.load(run / "last.pt", weights_only=True)
+    cosine = replace(tiny_config, lr_schedule="cosine", early_stop_patience=0)
+    last["train_args"] = asdict(cosine)
+    torch.save(last, out / "last.pt")
+    longer = replace(cosine, epochs=cosine.epochs + 2)
+    with pytest.raises(ConfigError, match=r"parameters differ .*: epochs 3 -> 5"):
+        fit(tiny_tree, out, longer, resume=True, progress="none")

@@ -416,9 +416,9 @@ def _previous_run(
     previous = load_checkpoint(last_path)
     # A run written before a parameter existed ran with that parameter's default.
     old = {**asdict(TrainConfig()), **previous.get("train_args", {})}
-    changed = sorted(
-        k for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES and old.get(k) != v
-    )
+    # The cosine schedule reaches 0 at the run's first ``epochs``: more epochs would climb again.
+    resumable = RESUMABLE_CHANGES - ({"epochs"} if config.lr_schedule == "cosine" else set())
+    changed = sorted(k for k, v in asdict(config).items() if k not in resumable and old.get(k) != v)
     if changed:
         raise ConfigError(
             f"cannot resume {last_path}: parameters differ from the interrupted run: "
