@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from mura_lib import __version__
 from mura_lib.data import read_mura, split_by_patient
 from mura_lib.errors import ConfigError
 from mura_lib.training.config import TrainConfig
-from mura_lib.training.live_log import SCALARS
+from mura_lib.training.live_log import EVENT_FILES, SCALARS, epoch_scalars
 from mura_lib.training.losses import weighted_bce
 from mura_lib.training.train import fit
 
@@ -325,3 +326,14 @@ def test_a_cosine_run_cannot_be_resumed_with_more_epochs(
     longer = replace(cosine, epochs=cosine.epochs + 2)
     with pytest.raises(ConfigError, match=r"parameters differ .*: epochs 3 -> 5"):
         fit(tiny_tree, out, longer, resume=True, progress="none")
+
+
+def test_a_session_in_the_same_second_as_the_last_sorts_after_it(tmp_path):
+    """TensorBoard reads event files in name order (the second they were made comes first)."""
+    stamp = int(time.time())
+    earlier = tmp_path / f"events.out.tfevents.{stamp}.host.1.9"  # the session before
+    earlier.write_bytes(b"")
+    with epoch_scalars(tmp_path, first_epoch=1):
+        pass
+    names = sorted(p.name for p in tmp_path.glob(EVENT_FILES))
+    assert names[0] == earlier.name and int(names[1].split(".")[3]) > stamp

@@ -10,6 +10,7 @@ step or later, and no step appears twice. ``--overwrite`` deletes the old event 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,19 @@ SCALARS = {
 }
 
 
+def _after_the_last_session(run_dir: Path) -> None:
+    """Wait, if need be, until this session's event file sorts after every earlier one.
+
+    TensorBoard reads a folder's event files in name order, and a name starts with the second
+    the file was made: a resumption made in the same second as the session before it could
+    sort first, and that session's ``purge_step`` would then drop the resumption's epochs.
+    """
+    stamps = [p.name.split(".")[3] for p in run_dir.glob(EVENT_FILES)]
+    latest = max((int(s) for s in stamps if s.isdigit()), default=None)
+    if latest is not None and time.time() < latest + 1:
+        time.sleep(latest + 1 - time.time())
+
+
 @contextmanager
 def epoch_scalars(
     run_dir: Path, first_epoch: int, enabled: bool = True
@@ -44,6 +58,7 @@ def epoch_scalars(
         return
     from torch.utils.tensorboard import SummaryWriter  # only a training run pays the import
 
+    _after_the_last_session(run_dir)
     writer = SummaryWriter(log_dir=str(run_dir), purge_step=first_epoch + 1)
 
     def log(row: dict) -> None:
