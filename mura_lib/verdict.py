@@ -43,6 +43,11 @@ def _git(folder: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def _in_folder(results: Path) -> Callable[[str], str | None]:
+    """read(name): the text of ``results/name`` as it is on disk, or None."""
+    return lambda name: (results / name).read_text() if (results / name).is_file() else None
+
+
 def _reader(results: Path) -> tuple[str, Callable[[str], str | None]]:
     """(source, read) for the committed copy of ``results``: read(name) gives a file's text
     or None."""
@@ -53,12 +58,22 @@ def _reader(results: Path) -> tuple[str, Callable[[str], str | None]]:
         return f"git HEAD {commit}, {rel}", lambda name: _git(
             results.parent, "show", f"HEAD:{rel}/{name}"
         )
+    return f"{results} as it was before this run (not a git checkout)", _in_folder(results)
 
-    def read(name: str) -> str | None:
-        path = results / name
-        return path.read_text() if path.is_file() else None
 
-    return f"{results} as it was before this run (not a git checkout)", read
+def _read_results(read: Callable[[str], str | None]) -> dict[str, dict] | None:
+    """The parsed metrics.json, its variants' metrics.json and manifest.json of one run, as
+    ``read`` finds them; None without a metrics.json. The committed copy and this run's are
+    read alike, from git or from the folder."""
+    metrics = read("metrics.json")
+    if metrics is None:
+        return None
+    files = {"metrics.json": json.loads(metrics)}
+    for name in [*_variant_files(files["metrics.json"]), "manifest.json"]:
+        text = read(name)
+        if text is not None:
+            files[name] = json.loads(text)
+    return files
 
 
 def committed_results(results: str | Path) -> Committed | str:
@@ -66,18 +81,12 @@ def committed_results(results: str | Path) -> Committed | str:
     there are none. Call it before the run publishes its own."""
     results = Path(results)
     source, read = _reader(results)
-    files: dict[str, dict] = {}
-    metrics = read("metrics.json")
-    if metrics is None:
-        return f"no committed results for profile {results.name!r}: nothing in {source}"
     try:
-        files["metrics.json"] = json.loads(metrics)
-        for name in [*_variant_files(files["metrics.json"]), "manifest.json"]:
-            text = read(name)
-            if text is not None:
-                files[name] = json.loads(text)
+        files = _read_results(read)
     except (json.JSONDecodeError, AttributeError, TypeError) as err:
         return f"the committed results of {results.name!r} ({source}) are not readable: {err}"
+    if files is None:
+        return f"no committed results for profile {results.name!r}: nothing in {source}"
     return Committed(source, files)
 
 
@@ -139,14 +148,7 @@ def render(committed: Committed | str, results: str | Path) -> str:
     """The verdict on the published ``results`` against ``committed``, as printed."""
     if isinstance(committed, str):
         return f"[reproduce] verdict: {committed}"
-    results = Path(results)
-    current_files = {}
-    for name in ["metrics.json", "manifest.json"]:
-        if (results / name).is_file():
-            current_files[name] = json.loads((results / name).read_text())
-    for name in _variant_files(current_files.get("metrics.json", {})):
-        if (results / name).is_file():
-            current_files[name] = json.loads((results / name).read_text())
+    current_files = _read_results(_in_folder(Path(results))) or {}
     old, new = headline(committed.files), headline(current_files)
     keys = list(old) + [k for k in new if k not in old]
     rows = [("variant", "figure", "committed", "this run", "verdict")]

@@ -76,9 +76,7 @@ def test_build_stores_every_row_in_order(frame: pd.DataFrame, tmp_path: Path) ->
 
 def test_parallel_build_equals_sequential(frame: pd.DataFrame, tmp_path: Path) -> None:
     one = build_cache(frame, size=S, cache_dir=tmp_path / "a", n_jobs=1, progress=False)
-    two = build_cache(
-        frame, size=S, cache_dir=tmp_path / "b", n_jobs=2, chunk_size=2, progress=False
-    )
+    two = build_cache(frame, size=S, cache_dir=tmp_path / "b", n_jobs=2, progress=False)
     np.testing.assert_array_equal(one.images, two.images)
     assert one.fingerprint == two.fingerprint
 
@@ -156,9 +154,10 @@ def test_interrupted_build_leaves_nothing_trusted(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(cache_mod, "_process_chunk", dies_after_two_chunks)
+    monkeypatch.setattr(cache_mod, "MAX_CHUNK", 1)
     cache_dir = tmp_path / "c"
     with pytest.raises(KeyboardInterrupt):
-        build_cache(frame, size=S, cache_dir=cache_dir, n_jobs=1, chunk_size=1, progress=False)
+        build_cache(frame, size=S, cache_dir=cache_dir, n_jobs=1, progress=False)
     assert cache_files(cache_dir) == []  # no array, no manifest, no temporary file
 
     monkeypatch.setattr(cache_mod, "_process_chunk", real)
@@ -226,8 +225,9 @@ def slow(*args, **kwargs):
     time.sleep(0.3)
     return real(*args, **kwargs)
 cache._process_chunk = slow
+cache.MAX_CHUNK = 1
 cache.build_cache(pd.read_csv({str(tmp_path / "frame.csv")!r}), size={S},
-                  cache_dir={str(cache_dir)!r}, n_jobs=1, chunk_size=1, progress=False)
+                  cache_dir={str(cache_dir)!r}, n_jobs=1, progress=False)
 """
     child = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 30
@@ -286,13 +286,7 @@ def test_bad_file_raises_naming_it(frame, tmp_path: Path, content: bytes, phrase
 def test_skip_bad_drops_rows_and_keeps_labels_aligned(frame, tmp_path: Path, n_jobs: int) -> None:
     Path(frame["path"][1]).write_bytes(b"")
     Path(frame["path"][4]).write_bytes(b"GIF89a but not really")
-    params = {
-        "size": S,
-        "cache_dir": tmp_path / "c",
-        "n_jobs": n_jobs,
-        "chunk_size": 2,
-        "progress": False,
-    }
+    params = {"size": S, "cache_dir": tmp_path / "c", "n_jobs": n_jobs, "progress": False}
     cache = build_cache(frame, skip_bad=True, **params)
     assert [bad.row for bad in cache.report.bad] == [1, 4]
     assert all(bad.path in bad.reason for bad in cache.report.bad)

@@ -83,11 +83,8 @@ def test_image_sizes_reports_unreadable_files(varied_tree: Path) -> None:
     assert eda.mode_counts(sizes).loc["ELBOW", "?"] == 2
 
 
-def test_image_sizes_in_worker_processes_gives_the_same(
-    varied_tree: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_image_sizes_in_worker_processes_gives_the_same(varied_tree: Path) -> None:
     frame = read_mura(varied_tree)
-    monkeypatch.setattr(eda, "_HEADER_CHUNK", 1)
     pd.testing.assert_frame_equal(eda.image_sizes(frame, n_jobs=2), eda.image_sizes(frame))
 
 

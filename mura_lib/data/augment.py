@@ -131,10 +131,6 @@ class HFlip(GeometricTransform):
         self.p = p
         self.is_identity = p == 0.0
 
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> HFlip:
-        return cls()
-
     def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
         u = torch.rand((n, 1), generator=generator, dtype=torch.float64)
         return (u < self.p).to(torch.float64)
@@ -369,8 +365,6 @@ class Augmenter:
         *,
         rank: int = 0,
         world_size: int = 1,
-        mean: float = GRAY_MEAN,
-        std: float = GRAY_STD,
     ) -> None:
         names = [t.name for t in transforms]
         if "" in names or len(set(names)) < len(names):
@@ -379,7 +373,7 @@ class Augmenter:
             if not isinstance(t, (GeometricTransform, PixelTransform)):
                 raise TypeError(f"{t.name}: subclass GeometricTransform or PixelTransform")
         self.transforms = [t for t in transforms if not t.is_identity]
-        self.seed, self.mean, self.std = int(seed), float(mean), float(std)
+        self.seed = int(seed)
         # Under torchrun a rank holds every world_size-th sample of the global batch (see
         # BatchLoader): parameters are drawn for the whole global batch and this rank takes
         # its samples' share, so each sample gets the parameters it gets in one process.
@@ -401,7 +395,7 @@ class Augmenter:
         if images.ndim != 4 or images.shape[1] != 1:
             raise ValueError(f"expected images of shape (B, 1, S, S), got {tuple(images.shape)}")
         if not train or not self.transforms:
-            return normalize(images, self.mean, self.std)
+            return normalize(images)
         return self.apply(images, self.draw(images.shape[0]))
 
     def apply(self, images: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -423,10 +417,10 @@ class Augmenter:
         if geometric:
             x, column = warp(x, packed[:, :6].reshape(-1, 2, 3)), 6
         if not pixel:  # the scaling to [0, 1] folds into the normalisation
-            return x.mul_(1.0 / (255.0 * self.std)).sub_(self.mean / self.std)
+            return x.mul_(1.0 / (255.0 * GRAY_STD)).sub_(GRAY_MEAN / GRAY_STD)
         x = x.mul_(1.0 / 255.0)
         for t, p in pixel[:-1]:
             x = t.apply(x, packed[:, column : column + p.shape[1]])
             column += p.shape[1]
         last = pixel[-1][0]
-        return last.apply_and_normalize(x, packed[:, column:], self.mean, self.std)
+        return last.apply_and_normalize(x, packed[:, column:], GRAY_MEAN, GRAY_STD)

@@ -42,6 +42,9 @@ from mura_lib.errors import ImageReadError
 
 # Bump when the stored pixels would change for the same inputs (decoder, filter, layout).
 CACHE_VERSION = 1
+# Images per worker task at most (the payload of one task); with few images the tasks are
+# smaller, so that each worker gets several and the load balances.
+MAX_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -156,11 +159,11 @@ def _process_chunk(
 
 
 def _load_trusted(
-    frame: pd.DataFrame, fingerprint: str, npy: Path, manifest_path: Path, size: int, resize: str
+    frame: pd.DataFrame, fingerprint: str, npy: Path, size: int, resize: str
 ) -> ImageCache | None:
     """Open an existing cache if, and only if, its manifest and array agree with the frame."""
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = json.loads(npy.with_suffix(".json").read_text(encoding="utf-8"))
         if manifest.get("version") != CACHE_VERSION or manifest.get("fingerprint") != fingerprint:
             return None
         if npy.stat().st_size != manifest["npy_bytes"]:
@@ -210,7 +213,6 @@ def build_cache(
     n_jobs: int = -1,
     skip_bad: bool = False,
     progress: bool = True,
-    chunk_size: int = 64,
 ) -> ImageCache:
     """Decode and resize every image of ``frame`` once, or reuse the cache of an earlier run.
 
@@ -224,7 +226,6 @@ def build_cache(
         n_jobs: worker processes for the build (joblib; -1 = all cores).
         skip_bad: leave unreadable files out (listed in ``report.bad``) instead of raising.
         progress: show a progress bar while building.
-        chunk_size: images per worker task; larger chunks amortise the task overhead.
 
     Returns:
         An :class:`ImageCache` whose ``images[i]`` belongs to ``frame`` row ``i``, where
@@ -249,7 +250,7 @@ def build_cache(
     fingerprint = cache_fingerprint(paths, size, resize)
     npy = cache_dir / f"images-{size}-{resize}-{fingerprint[:24]}.npy"
     manifest_path = npy.with_suffix(".json")
-    cached = _load_trusted(frame, fingerprint, npy, manifest_path, size, resize)
+    cached = _load_trusted(frame, fingerprint, npy, size, resize)
     if cached is not None:
         if cached.report.bad and not skip_bad:
             _raise_for_bad(cached.report.bad, len(frame))
@@ -259,8 +260,7 @@ def build_cache(
     started = time.perf_counter()
     n = len(paths)
     jobs = joblib.effective_n_jobs(n_jobs)
-    # Several chunks per worker balance the load; chunk_size caps the per-task payload.
-    chunk = max(1, min(chunk_size, math.ceil(n / (4 * jobs)))) if n else 1
+    chunk = max(1, min(MAX_CHUNK, math.ceil(n / (4 * jobs)))) if n else 1
     starts = list(range(0, n, chunk))
     jobs = max(1, min(jobs, len(starts)))
 
@@ -323,7 +323,7 @@ def build_cache(
     }
     write_text_atomic(manifest_path, json.dumps(manifest, indent=1), what)
 
-    loaded = _load_trusted(frame, fingerprint, npy, manifest_path, size, resize)
+    loaded = _load_trusted(frame, fingerprint, npy, size, resize)
     if loaded is None:  # another process replaced it in between; rare, and not ours to fix
         raise ImageReadError(
             f"{npy}: the cache just written cannot be read back; delete {cache_dir} and run again."

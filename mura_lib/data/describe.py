@@ -1,8 +1,9 @@
 """Counts of a MURA tree, per split and body part, and their comparison with the paper's Table 1.
 
-:func:`describe_mura` is the text of `python -m mura_lib describe ROOT`; :func:`count_table`,
-:func:`table1_counts` and :func:`compare_with_table1` give the same numbers as DataFrames
-for the EDA notebook, and :data:`PAPER_TABLE1` holds the paper's counts.
+:func:`describe_mura` is the text of `python -m mura_lib describe ROOT`; :func:`count_table`
+and :func:`table1_counts` give the same numbers as DataFrames for the EDA notebook (which sets
+the latter beside :data:`PAPER_TABLE1`, the paper's counts, with
+:func:`mura_lib.reports.eda.table1_side_by_side`).
 
 A tree may hold other body parts than MURA's seven (LERA's FOOT, KNEE ...): they are counted
 like MURA's, after them, and :func:`parts_note` says in one line that such a tree is not
@@ -45,6 +46,13 @@ PAPER_TABLE1 = pd.DataFrame(
 MAX_SKIPPED_SHOWN = 10
 
 
+def study_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per study: study_id, split, body_part, patient_id, label and n_views."""
+    first = {column: (column, "first") for column in ("split", "body_part", "patient_id", "label")}
+    studies = frame.groupby("study_id", sort=False).agg(**first, n_views=("view", "size"))
+    return studies.reset_index()
+
+
 def count_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per split and body part, plus a `total` row per split.
 
@@ -54,10 +62,7 @@ def count_table(frame: pd.DataFrame) -> pd.DataFrame:
         studies), views_mean and views_max (images per study).
     """
     # One row per study (its view count and label), then grouped twice: by part and overall.
-    studies = frame.groupby("study_id", sort=False).agg(
-        split=("split", "first"), body_part=("body_part", "first"),
-        patient_id=("patient_id", "first"), label=("label", "first"), views=("view", "size"),
-    )  # fmt: skip
+    studies = study_table(frame)
     by_part = _study_stats(studies, ["split", "body_part"])
     total = _study_stats(studies, ["split"])
     total.index = pd.MultiIndex.from_arrays(
@@ -75,16 +80,15 @@ def count_table(frame: pd.DataFrame) -> pd.DataFrame:
 def _study_stats(studies: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     grouped = studies.groupby(keys)
     return pd.DataFrame({
-        "n_normal": grouped["label"].apply(lambda x: int((x == 0).sum())),
+        "n_normal": grouped.size() - grouped["label"].sum(),
         "n_abnormal": grouped["label"].sum(),
         "n_studies": grouped.size(),
-        "n_images": grouped["views"].sum(),
+        "n_images": grouped["n_views"].sum(),
         "n_patients": grouped["patient_id"].nunique(),
         "abnormal_rate": grouped["label"].mean(),
-        "views_mean": grouped["views"].mean(),
-        "views_max": grouped["views"].max(),
-    }).astype({"n_normal": "int64", "n_abnormal": "int64", "n_studies": "int64",
-               "n_images": "int64", "n_patients": "int64", "views_max": "int64"})  # fmt: skip
+        "views_mean": grouped["n_views"].mean(),
+        "views_max": grouped["n_views"].max(),
+    })  # fmt: skip
 
 
 def table1_counts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -92,39 +96,15 @@ def table1_counts(frame: pd.DataFrame) -> pd.DataFrame:
 
     Parts outside MURA's seven have no row there; they count in the `total` row only.
     """
-    table = pd.DataFrame(0, index=PAPER_TABLE1.index, columns=PAPER_TABLE1.columns)
-    counts = count_table(frame)
-    for (split, part), row in counts.iterrows():
-        if part not in table.index:
-            continue
-        table.loc[part, [f"{split}_normal", f"{split}_abnormal", f"{split}_images"]] = [
-            row["n_normal"],
-            row["n_abnormal"],
-            row["n_images"],
-        ]
-    return table
-
-
-def compare_with_table1(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame's Table-1 counts next to the paper's, one row per (body_part, count).
-
-    Returns:
-        A DataFrame indexed by (body_part, count) with columns `ours`, `paper`, `diff`
-        (ours - paper) and `ratio` (ours / paper: about constant for a proportional sample).
-        `.unstack()` gives the wide layout.
-    """
-    ours = table1_counts(frame).stack()
-    paper = PAPER_TABLE1.stack()
-    out = pd.DataFrame({"ours": ours, "paper": paper})
-    out.index.names = ["body_part", "count"]
-    out["diff"] = out["ours"] - out["paper"]
-    out["ratio"] = out["ours"] / out["paper"]
-    return out
+    counts = count_table(frame)[["n_normal", "n_abnormal", "n_images"]].unstack("split")
+    counts.columns = [f"{split}_{count[2:]}" for count, split in counts.columns]
+    table = counts.reindex(index=PAPER_TABLE1.index, columns=PAPER_TABLE1.columns)
+    return table.fillna(0).astype("int64")
 
 
 def matches_table1(frame: pd.DataFrame) -> bool:
     """Whether every count of the paper's Table 1 is reproduced exactly."""
-    return bool((compare_with_table1(frame)["diff"] == 0).all())
+    return table1_counts(frame).equals(PAPER_TABLE1)
 
 
 def parts_note(parts: Iterable[str]) -> str | None:
@@ -234,16 +214,15 @@ _TEXT_COLUMNS = (
 
 
 def _text_table(table: pd.DataFrame) -> list[str]:
-    """Right-aligned columns, two spaces apart, the part names left-aligned."""
-    rows = [["part", *(header for header, _, _ in _TEXT_COLUMNS)]]
-    for part, r in table.iterrows():
-        rows.append([str(part), *(fmt.format(r[col]) for _, col, fmt in _TEXT_COLUMNS)])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for part, *cells in rows:
-        right = [c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)]
-        lines.append("  ".join([part.ljust(widths[0]), *right]))
-    return lines
+    """Right-aligned columns, at least two spaces apart, the part names left-aligned."""
+    shown = table[[col for _, col, _ in _TEXT_COLUMNS]]
+    shown.columns = [header for header, _, _ in _TEXT_COLUMNS]
+    text = shown.to_string(
+        formatters={header: fmt.format for header, _, fmt in _TEXT_COLUMNS},
+        col_space={header: len(header) + 1 for header, _, _ in _TEXT_COLUMNS},
+        index_names=False,
+    )
+    return text.splitlines()
 
 
 def _checks(frame: pd.DataFrame) -> list[str]:

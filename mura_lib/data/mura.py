@@ -194,27 +194,23 @@ def _split_sources(folder: Path, source: Source) -> dict[str, str]:
     """Decide, per split, whether to read its CSVs or walk its folder (absent splits left out)."""
     sources: dict[str, str] = {}
     for split in SPLITS:
-        image_csv, study_csv = folder / image_csv_name(split), folder / study_csv_name(split)
-        has_csv = (image_csv.is_file(), study_csv.is_file())
-        has_dir = (folder / split).is_dir()
-        if source == "walk":
-            if has_dir:
-                sources[split] = "walk"
-        elif all(has_csv):
+        csvs = [folder / image_csv_name(split), folder / study_csv_name(split)]
+        found = [source != "walk" and path.is_file() for path in csvs]  # "walk" ignores them
+        if all(found):
             sources[split] = "csv"
-        elif any(has_csv):
-            present, absent = (image_csv, study_csv) if has_csv[0] else (study_csv, image_csv)
+        elif any(found):
+            present, absent = csvs if found[0] else csvs[::-1]
             raise MuraFormatError(
                 f"{present}: found without {absent.name}; a split's image list and study "
                 "labels come as a pair. Restore the missing file from the MURA-v1.1 archive, "
                 "or delete this one to index the folders."
             )
-        elif has_dir and source == "csv":
-            raise MuraFormatError(
-                f"{folder}: no {image_csv.name} or {study_csv.name} for {split}/, and the CSV "
-                "files were required. Restore them, or read the folders (source='auto')."
-            )
-        elif has_dir:
+        elif (folder / split).is_dir():
+            if source == "csv":
+                raise MuraFormatError(
+                    f"{folder}: no {csvs[0].name} or {csvs[1].name} for {split}/, and the CSV "
+                    "files were required. Restore them, or read the folders (source='auto')."
+                )
             sources[split] = "walk"
     if not sources:
         raise MuraFormatError(
@@ -227,21 +223,17 @@ def _split_sources(folder: Path, source: Source) -> dict[str, str]:
 # ---------------------------------------------------------------- the folders
 
 
-def _entries(path: str) -> list[os.DirEntry[str]]:
-    """`os.scandir` as a list; an unreadable folder is the user's to fix, not a traceback."""
+def _kept(path: str, skipped: list[tuple[str, str]], in_study: bool) -> list[os.DirEntry[str]]:
+    """The entries of a folder that may be data (folders; PNGs in a study); the rest skipped."""
     try:
         with os.scandir(path) as it:
-            return list(it)
-    except PermissionError as err:
+            entries = list(it)
+    except PermissionError as err:  # the user's to fix, not a traceback
         raise MuraFormatError(
             f"{path}: cannot be read ({err.strerror}). Check the folder's permissions."
         ) from None
-
-
-def _kept(path: str, skipped: list[tuple[str, str]], in_study: bool) -> list[os.DirEntry[str]]:
-    """The entries of a folder that may be data (folders; PNGs in a study); the rest skipped."""
     kept = []
-    for entry in _entries(path):
+    for entry in entries:
         reason = skip_reason(entry.name, entry.is_dir(), in_study)
         if reason:
             skipped.append((entry.path, reason))

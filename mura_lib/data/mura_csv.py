@@ -139,27 +139,30 @@ def _listed_problem(text: str, split: str, level: int, bad: BadName) -> str:
     return f"{text!r} is not a MURA {what}; expected {expected}"
 
 
-def read_image_csv(path: Path, split: str) -> tuple[list[MuraPath], list[int]]:
-    """Parse `{split}_image_paths.csv`; returns the images and their line numbers, in file order.
+def read_image_csv(path: Path, split: str) -> tuple[list[MuraPath], dict[str, dict[str, int]]]:
+    """Parse `{split}_image_paths.csv`.
+
+    Returns:
+        The images in file order, and the listed studies: {study folder: {image file name:
+        line number}}.
 
     Raises:
         MuraFormatError: a line is not a MURA image path of this split, or is listed twice.
     """
     records: list[MuraPath] = []
-    lines: list[int] = []
-    first_line: dict[str, int] = {}
+    listed: dict[str, dict[str, int]] = {}
     for line, fields in _rows(path):
         (text,) = _fields(path, line, fields, 1, "one image path a line")
-        record = _listed(path, line, text, split, IMAGE)
-        if text in first_line:
+        records.append(_listed(path, line, text, split, IMAGE))
+        study, _, name = text.rpartition("/")
+        names = listed.setdefault(study, {})
+        if name in names:
             raise MuraFormatError(
                 f"{path}, line {line}: {text} is listed twice (first at line "
-                f"{first_line[text]}). {_FIX_LINE}"
+                f"{names[name]}). {_FIX_LINE}"
             )
-        first_line[text] = line
-        records.append(record)
-        lines.append(line)
-    return records, lines
+        names[name] = line
+    return records, listed
 
 
 def labeled_study_rows(
@@ -222,24 +225,19 @@ def read_split_csvs(folder: Path, split: str) -> tuple[list[MuraPath], dict[str,
     files come from different copies, and guessing which one is right would hide that.
 
     Returns:
-        The images in file order, and the listed studies: {study folder: {image file name:
-        line number in the image CSV}}.
+        What :func:`read_image_csv` returns.
 
     Raises:
         MuraFormatError: a malformed line, an empty file, or the two files disagree.
     """
     image_csv, study_csv = folder / image_csv_name(split), folder / study_csv_name(split)
-    records, lines = read_image_csv(image_csv, split)
+    records, listed = read_image_csv(image_csv, split)
     studies = read_study_csv(study_csv, split)
     if not records:
         raise MuraFormatError(
             f"{image_csv}: lists no images, so the {split} split is empty. Restore the file "
             "from the MURA-v1.1 archive, or delete the split's two CSV files to index the folders."
         )
-    listed: dict[str, dict[str, int]] = {}
-    for rec, line in zip(records, lines, strict=True):
-        study, _, name = rec.rel_path.rpartition("/")
-        listed.setdefault(study, {})[name] = line
     unlabeled = [s for s in listed if s not in studies]
     if unlabeled:
         shown = [f"{s}/ (line {min(listed[s].values())})" for s in unlabeled[:MAX_LISTED]]

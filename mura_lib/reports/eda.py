@@ -12,30 +12,24 @@ pixel is decoded), and :func:`intensity_histograms` decodes a capped random samp
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import joblib
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mura_lib.data.describe import PAPER_TABLE1, table1_counts
+from mura_lib.data.describe import PAPER_TABLE1, study_table, table1_counts
 from mura_lib.data.images import read_gray
 from mura_lib.data.mura_layout import ordered_parts
 from mura_lib.errors import ImageReadError
 
-# Paths per worker task of image_sizes: pickling stays small next to the reads.
-_HEADER_CHUNK = 2000
 _HEADER_COLUMNS = ("width", "height", "mode", "file_bytes", "error")
 _RANGE = ("min", "max")
 _SIZE_STATS = {"width": _RANGE, "height": _RANGE, "aspect": ("min", "median", "max")}
-
-
-def study_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per study: study_id, split, body_part, patient_id, label and n_views."""
-    first = {column: (column, "first") for column in ("split", "body_part", "patient_id", "label")}
-    studies = frame.groupby("study_id", sort=False).agg(**first, n_views=("view", "size"))
-    return studies.reset_index()
+T = TypeVar("T")
 
 
 def table1_side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
@@ -49,26 +43,31 @@ def table1_side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _map(function: Callable[[str], T], paths: list[str], n_jobs: int) -> list[T]:
+    """``function`` of every path, in order: in this process when ``n_jobs`` is 1, else in
+    joblib workers, which batch the paths themselves so that pickling stays small."""
+    if n_jobs == 1:
+        return [function(path) for path in paths]
+    return joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(function)(path) for path in paths)
+
+
 # -- image headers ---------------------------------------------------------------------------
 
 
-def _read_headers(paths: list[str]) -> list[tuple[int, int, str, int, str]]:
-    """One tuple of :data:`_HEADER_COLUMNS` per path, from the file header only.
+def _read_header(path: str) -> tuple[int, int, str, int, str]:
+    """The values of :data:`_HEADER_COLUMNS` of one file, from its header only.
 
     `Image.open` parses the PNG chunks up to the image data and stops: the size and mode are
     known without decoding a pixel, which is what makes this fast on 40k files.
     """
-    out = []
-    for path in paths:
-        try:
-            n_bytes = os.stat(path).st_size
-            with Image.open(path) as image:
-                width, height = image.size
-                out.append((width, height, image.mode, n_bytes, ""))
-        except (OSError, SyntaxError, ValueError) as err:
-            # Unreadable headers are a finding of the EDA, not a reason to stop it.
-            out.append((0, 0, "", 0, f"{type(err).__name__}: {err}"))
-    return out
+    try:
+        n_bytes = os.stat(path).st_size
+        with Image.open(path) as image:
+            width, height = image.size
+            return width, height, image.mode, n_bytes, ""
+    except (OSError, SyntaxError, ValueError) as err:
+        # Unreadable headers are a finding of the EDA, not a reason to stop it.
+        return 0, 0, "", 0, f"{type(err).__name__}: {err}"
 
 
 def image_sizes(frame: pd.DataFrame, n_jobs: int = 1) -> pd.DataFrame:
@@ -86,13 +85,7 @@ def image_sizes(frame: pd.DataFrame, n_jobs: int = 1) -> pd.DataFrame:
         (width / height: below 1 is portrait), file_bytes and error ("" when the header was
         read; else the reason, and width = height = 0, aspect NaN).
     """
-    paths = frame["path"].astype(str).tolist()
-    chunks = [paths[i : i + _HEADER_CHUNK] for i in range(0, len(paths), _HEADER_CHUNK)]
-    if n_jobs == 1 or len(chunks) <= 1:
-        parts = [_read_headers(chunk) for chunk in chunks]
-    else:
-        parts = joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(_read_headers)(c) for c in chunks)
-    rows = [row for part in parts for row in part]
+    rows = _map(_read_header, frame["path"].astype(str).tolist(), n_jobs)
     sizes = pd.DataFrame(rows, columns=[*_HEADER_COLUMNS], index=frame.index)
     sizes = sizes.astype({"width": "int64", "height": "int64", "file_bytes": "int64"})
     ok = sizes["height"] > 0
@@ -328,21 +321,15 @@ def intensity_histograms(
         n_jobs: worker processes for decoding (joblib; 1 = this process).
     """
     sample = sample_images(frame, max_images, per_part=per_part, seed=seed)
-    paths = sample["path"].astype(str).tolist()
-    if n_jobs == 1:
-        results = [_gray_stats(p) for p in paths]
-    else:
-        results = joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(_gray_stats)(p) for p in paths)
+    results = _map(_gray_stats, sample["path"].astype(str).tolist(), n_jobs)
     stats = pd.DataFrame([r[1] for r in results], index=sample.index, columns=_STAT_COLUMNS)
     images = pd.concat([sample[["path", "split", "body_part", "label"]], stats], axis=1)
     groups = sample["body_part"].to_numpy() if per_part else np.full(len(sample), "all")
     names = ordered_parts(sample["body_part"]) if per_part else ["all"]
-    histograms = {}
-    for name in names:
-        counts = sum((r[0] for r, g in zip(results, groups, strict=True) if g == name), start=0)
-        total = np.sum(counts)
-        histograms[name] = counts / total if total else np.zeros(256)
-    hist_frame = pd.DataFrame(histograms, index=pd.RangeIndex(256, name="gray_level"))
+    levels = pd.RangeIndex(256, name="gray_level")
+    counts = pd.DataFrame([hist for hist, _ in results], index=groups, columns=levels)
+    counts = counts.groupby(level=0).sum().T.reindex(columns=names, fill_value=0)
+    hist_frame = counts / counts.sum().replace(0, 1)  # a group without pixels stays 0
     n_bad = int((images["error"] != "").sum())
     n_trunc = int((images["warning"] != "").sum())
     how = f"up to {max(1, max_images // max(len(names), 1))} per part" if per_part else "in all"

@@ -22,11 +22,6 @@ NORMAL_COLOR, ABNORMAL_COLOR = "C0", "C3"
 SPLIT_COLORS = {"train": "C0", "valid": "C1"}
 
 
-def _by_part(counts: pd.DataFrame, split: str) -> pd.DataFrame:
-    """The part rows (no "total") of one split of a count_table."""
-    return counts.loc[split].drop(index="total", errors="ignore")
-
-
 def plot_counts(counts: pd.DataFrame) -> Figure:
     """Studies per body part, normal and abnormal stacked, one panel per split.
 
@@ -37,24 +32,14 @@ def plot_counts(counts: pd.DataFrame) -> Figure:
     splits = [s for s in SPLITS if s in counts.index.get_level_values("split")]
     fig, axes = plt.subplots(1, len(splits), figsize=(6.0 * len(splits), 4.0), squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
-        table = _by_part(counts, split)
+        table = counts.loc[split].drop(index="total")  # the part rows
         x = np.arange(len(table))
         ax.bar(x, table["n_normal"], color=NORMAL_COLOR, label="normal")
-        ax.bar(
+        top = ax.bar(
             x, table["n_abnormal"], bottom=table["n_normal"], color=ABNORMAL_COLOR, label="abnormal"
         )
-        for xi, (studies, images) in enumerate(
-            zip(table["n_studies"], table["n_images"], strict=True)
-        ):
-            ax.annotate(
-                f"{images} img",
-                (xi, studies),
-                ha="center",
-                va="bottom",
-                fontsize="x-small",
-                xytext=(0, 2),
-                textcoords="offset points",
-            )
+        images = [f"{n} img" for n in table["n_images"]]
+        ax.bar_label(top, labels=images, fontsize="x-small", padding=2)
         total = counts.loc[(split, "total")]
         n_studies, n_images = int(total["n_studies"]), int(total["n_images"])
         ax.set_title(f"{split}: {n_studies} studies, {n_images} images")
@@ -71,27 +56,22 @@ def plot_abnormal_rate(counts: pd.DataFrame) -> Figure:
 
     The dashed lines are each split's overall rate; the dotted line is balance (0.5).
     """
-    splits = [s for s in SPLITS if s in counts.index.get_level_values("split")]
-    parts = [p for p in ordered_parts(counts.index.get_level_values("body_part")) if p != "total"]
+    rates = counts["abnormal_rate"].unstack("split")  # a column per split, as in SPLITS
+    parts = [p for p in ordered_parts(rates.index) if p != "total"]
+    colors = [SPLIT_COLORS.get(split) for split in rates.columns]
     fig, ax = plt.subplots(figsize=(7.0, 4.0))
-    width = 0.8 / len(splits)
-    y = np.arange(len(parts))
-    for i, split in enumerate(splits):
-        rates = [counts["abnormal_rate"].get((split, p), np.nan) for p in parts]
-        offset = (i - (len(splits) - 1) / 2) * width
-        ax.barh(y + offset, rates, height=width, color=SPLIT_COLORS.get(split), label=split)
-        overall = counts.loc[(split, "total"), "abnormal_rate"]
-        ax.axvline(
-            overall,
-            ls="--",
-            lw=1,
-            color=SPLIT_COLORS.get(split),
-            label=f"{split} overall {overall:.0%}",
-        )
+    rates.loc[parts].plot.barh(ax=ax, width=0.8, color=colors)
+    for split, color in zip(rates.columns, colors, strict=True):
+        overall = rates.loc["total", split]
+        ax.axvline(overall, ls="--", lw=1, color=color, label=f"{split} overall {overall:.0%}")
     ax.axvline(0.5, ls=":", lw=1, color="grey")
-    ax.set_yticks(y, parts)
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1), xlabel="abnormal share of studies", title="Class balance per body part")
+    ax.set(
+        xlim=(0, 1),
+        xlabel="abnormal share of studies",
+        ylabel="",
+        title="Class balance per body part",
+    )
     ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     return fig
