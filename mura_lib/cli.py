@@ -107,6 +107,7 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
         args.members,
         args.out,
         data_root=args.data,
+        labels=args.labels,
         tta=args.tta,
         device=args.device,
         batch_size=args.batch_size,
@@ -212,6 +213,7 @@ def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
         help="MURA root: choose the threshold on the validation studies every member held out "
         "(otherwise from the members' validation predictions when they have them)",
     )
+    p.add_argument("--labels", metavar="DIR", help=LABELS_HELP)
     p.add_argument("--tta", choices=TTA_CHOICES, default="none", help="TTA of the threshold")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64)

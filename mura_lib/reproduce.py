@@ -56,7 +56,33 @@ class NotebookFailed(MuraError):
 
 
 def load_profile(profile: str, data: str | None = None, params_dir: Path = PARAMS_DIR) -> dict:
-    """The parameters of ``params/<profile>.yaml``, with ``data`` overriding ``data_root``."""
+    """The parameters of ``params/<profile>.yaml``, with ``data`` overriding ``data_root``.
+
+    ``extends: <other profile>`` takes the other profile's parameters and changes those named
+    beside it (one level: the other profile extends none).
+    """
+    params = _read_profile(profile, params_dir)
+    base = params.pop("extends", None)
+    if base is not None:
+        inherited = _read_profile(str(base), params_dir)
+        if "extends" in inherited:
+            raise ConfigError(
+                f"profile {profile!r} extends {base!r}, which extends another profile: "
+                "name its parameters instead"
+            )
+        params = {**inherited, **params}
+    params["profile"] = profile
+    if data:
+        params["data_root"] = str(Path(data).expanduser().resolve())
+    if params.get("data_root", "") is None:
+        raise ConfigError(
+            f"profile {profile!r} needs the data set: make reproduce PROFILE={profile} "
+            "DATA=/path/to/MURA-v1.1 (see README: Running on the real MURA)"
+        )
+    return params
+
+
+def _read_profile(profile: str, params_dir: Path) -> dict:
     path = params_dir / f"{profile}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in params_dir.glob("*.yaml"))
@@ -67,14 +93,6 @@ def load_profile(profile: str, data: str | None = None, params_dir: Path = PARAM
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(params, dict):
         raise ConfigError(f"{path} must be a mapping of parameter names to values")
-    params["profile"] = profile
-    if data:
-        params["data_root"] = str(Path(data).expanduser().resolve())
-    if params.get("data_root", "") is None:
-        raise ConfigError(
-            f"profile {profile!r} needs the data set: make reproduce PROFILE={profile} "
-            "DATA=/path/to/MURA-v1.1 (see README: Running on the real MURA)"
-        )
     return params
 
 
@@ -178,12 +196,11 @@ def _run_locked(
             declared,
             notebooks_dir,
             staging_results,
-            staging_models,
             results_root,
             kernel,
             log_output,
         )
-    except KeyboardInterrupt:  # wherever Ctrl-C landed, keep the evidence as a failure does
+    except BaseException:  # a failed notebook, or Ctrl-C wherever it landed: keep the evidence
         _keep_failed(staging_results, staging_models, results_root / f".failed-{profile}")
         raise
     finally:
@@ -211,7 +228,8 @@ def _run_locked(
             "sha256": _model_hashes(staging_models),
         },
     }
-    write_text_atomic(staging_results / "manifest.json", _to_json(manifest), "the run manifest")
+    text = json.dumps(manifest, indent=2) + "\n"
+    write_text_atomic(staging_results / "manifest.json", text, "the run manifest")
     _publish([(staging_models, final_models), (staging_results, final_results)])
     print(
         f"[reproduce] {profile}: results in {project_relative(final_results)} "
@@ -234,15 +252,14 @@ def _run_notebooks(
     declared: dict[str, set[str]],
     notebooks_dir: Path,
     staging_results: Path,
-    staging_models: Path,
     results_root: Path,
     kernel: str,
     log_output: bool,
 ) -> list[dict]:
-    """Execute the notebooks in order into the staging folder; on failure keep the evidence."""
+    """Execute the notebooks in order into the staging folder (the caller keeps it on failure)."""
     import papermill
 
-    final_results = results_root / profile
+    failed, final_results = results_root / f".failed-{profile}", results_root / profile
     timings = []
     for name in NOTEBOOKS:
         print(f"[reproduce] {profile}: running {name}", flush=True)
@@ -263,19 +280,12 @@ def _run_notebooks(
             )
         except papermill.PapermillExecutionError as err:
             if err.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
-                _keep_failed(staging_results, staging_models, results_root / f".failed-{profile}")
                 raise KeyboardInterrupt from None
-            failed = _keep_failed(
-                staging_results, staging_models, results_root / f".failed-{profile}"
-            )
             raise NotebookFailed(
                 f"notebook {name} failed: {err.ename}: {err.evalue}\n"
                 f"  the executed copy with the error is in {failed / name}\n"
                 f"  {final_results} was left unchanged"
             ) from None
-        except BaseException:
-            _keep_failed(staging_results, staging_models, results_root / f".failed-{profile}")
-            raise
         seconds = time.perf_counter() - tic
         timings.append({"notebook": name, "seconds": round(seconds, 1)})
         _export_html(executed)
@@ -292,10 +302,6 @@ def _kernel_config() -> Config:
     if not zmq.has("curve"):
         return Config()
     return Config({"KernelManager": {"transport_encryption": "auto"}})
-
-
-def _to_json(payload: dict) -> str:
-    return json.dumps(payload, indent=2) + "\n"
 
 
 def _export_html(executed: Path) -> None:
@@ -345,14 +351,13 @@ def _model_hashes(models: Path) -> dict[str, str]:
     return {str(p.relative_to(models)): sha256_file(p) for p in files}
 
 
-def _keep_failed(staging_results: Path, staging_models: Path, failed: Path) -> Path:
+def _keep_failed(staging_results: Path, staging_models: Path, failed: Path) -> None:
     """Move the staged results to ``failed`` (replacing an older failure); drop the staged
-    models. Idempotent: a second call, once the staging folder is gone, changes nothing."""
+    models."""
     if staging_results.exists():
         shutil.rmtree(failed, ignore_errors=True)
         staging_results.rename(failed)
     shutil.rmtree(staging_models, ignore_errors=True)
-    return failed
 
 
 def _parse_override(text: str) -> tuple[str, object]:

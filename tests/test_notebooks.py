@@ -51,6 +51,11 @@ def smoke_run(tmp_path_factory, request) -> tuple[Path, Path]:
     return root, root / "results" / "smoke"
 
 
+def first_run(root: Path) -> Path:
+    """The smoke profile trains two runs (seeds 0 and 1); the first is notebook 03's reference."""
+    return root / "models" / "smoke" / "runs" / "seed0"
+
+
 def test_pipeline_writes_every_result(smoke_run):
     root, results = smoke_run
     for name in NOTEBOOKS:
@@ -61,7 +66,7 @@ def test_pipeline_writes_every_result(smoke_run):
     figures = {p.name for p in (results / "figures").iterdir()}
     assert {"02_learning_curves.png", "03_roc.png", "03_kappa_per_part.png"} <= figures
     assert any(name.startswith("01_") for name in figures)
-    assert (root / "models" / "smoke" / "best.pt").is_file()
+    assert (first_run(root) / "best.pt").is_file()
     # no staging folder is left behind
     assert not list((root / "results").glob(".staging-*"))
     assert not list((root / "models").glob(".staging-*"))
@@ -89,7 +94,7 @@ def test_metrics_json_names_the_published_checkpoint(smoke_run):
     # notebook 03 evaluated the checkpoint in the staging folder, which publishing renames
     root, results = smoke_run
     metrics = json.loads((results / "metrics.json").read_text())
-    published = (root / "models" / "smoke" / "best.pt").resolve()
+    published = (first_run(root) / "best.pt").resolve()
     assert metrics["checkpoint"] == str(published) and published.is_file()
 
 
@@ -98,13 +103,13 @@ def test_every_metrics_json_names_published_models_only(smoke_run):
     root, results = smoke_run
     files = sorted(results.rglob("metrics.json"))
     # single, single + flip, ensemble, ensemble + flip (keep_top_k 2), study attention and
-    # its equal-work control (single fine-tuned)
-    assert len(files) == 6
+    # its equal-work control (single fine-tuned), all runs, and the second run
+    assert len(files) == 8
     for path in files:
         assert ".staging-" not in path.read_text(), path
     ensemble = json.loads((results / "variants" / "ensemble" / "metrics.json").read_text())
     for member in ensemble["model"]["members"]:
-        assert (root / "models" / "smoke" / "top_k").resolve() in Path(member["path"]).parents
+        assert (first_run(root) / "top_k").resolve() in Path(member["path"]).parents
         assert Path(member["path"]).is_file()
 
 
@@ -112,9 +117,13 @@ def test_the_published_results_belong_with_the_published_models(smoke_run):
     _, results = smoke_run
     assert publication_problem(results) is None
     manifest = json.loads((results / "manifest.json").read_text())
-    assert {"best.pt", "ensemble.json", "study/attention/best.pt"} <= set(
-        manifest["models"]["sha256"]
-    )
+    assert {
+        "runs/seed0/best.pt",
+        "runs/seed0/ensemble.json",
+        "runs/seed0/study/attention/best.pt",
+        "runs/seed1/best.pt",
+        "runs_ensemble.json",
+    } <= set(manifest["models"]["sha256"])
 
 
 def test_metrics_json_holds_the_paired_comparison(smoke_run):
@@ -127,6 +136,7 @@ def test_metrics_json_holds_the_paired_comparison(smoke_run):
         "ensemble + flip",
         "single fine-tuned",
         "study attention",
+        "all runs",
     }
     for name, variant in comparison["variants"].items():
         assert (results / variant["folder"] / "predictions.csv").is_file()
@@ -145,16 +155,47 @@ def test_the_study_heads_are_trained_published_and_shown(smoke_run):
     """Notebook 02 fine-tunes the smoke profile's attention head into study/attention/ of the
     published models; notebook 03 draws the attention head's errors with their weights."""
     root, results = smoke_run
-    head = root / "models" / "smoke" / "study" / "attention" / "best.pt"
+    head = first_run(root) / "study" / "attention" / "best.pt"
     assert head.is_file()
     summary = json.loads((results / "train_summary.json").read_text())
     assert [row["head"] for row in summary["study_heads"]] == ["image-level", "attention"]
-    assert (root / "models" / "smoke" / "study" / "image-level" / "best.pt").is_file()
+    assert (first_run(root) / "study" / "image-level" / "best.pt").is_file()
     variant = json.loads((results / "variants" / "study_attention" / "metrics.json").read_text())
     assert variant["checkpoint"] == str(head.resolve())
     predictions = pd.read_csv(results / "variants" / "study_attention" / "predictions.csv")
     assert np.allclose(predictions.groupby("study_id")["view_weight"].sum(), 1, atol=1e-5)
     assert list((results / "figures").glob("03_attention_*.png"))
+
+
+def test_the_runs_are_trained_evaluated_and_summarised(smoke_run):
+    """Two runs (seeds 0 and 1): each trained into runs/<name>/, each evaluated on the test
+    split, their spread in metrics.json's runs block, their ensemble paired with the first."""
+    root, results = smoke_run
+    models = root / "models" / "smoke"
+    summary = json.loads((results / "train_summary.json").read_text())
+    assert [row["run"] for row in summary["runs"]] == ["seed0", "seed1"]
+    for name, seed in (("seed0", 0), ("seed1", 1)):
+        ckpt = torch.load(models / "runs" / name / "best.pt", weights_only=True)
+        assert ckpt["train_args"]["seed"] == seed
+    ensemble = json.loads((models / "runs_ensemble.json").read_text())
+    assert [m["path"] for m in ensemble["members"]] == ["runs/seed0/best.pt", "runs/seed1/best.pt"]
+    assert ensemble["threshold"] is not None  # chosen on the runs' held-out predictions
+
+    metrics = json.loads((results / "metrics.json").read_text())
+    runs = metrics["runs"]
+    assert runs["n_runs"] == 2 and runs["reference"] == "seed0"
+    assert runs["per_run"]["seed0"]["folder"] == "."
+    second = json.loads((results / runs["per_run"]["seed1"]["folder"] / "metrics.json").read_text())
+    assert second["checkpoint"] == str((models / "runs" / "seed1" / "best.pt").resolve())
+    aurocs = [metrics["study"]["overall"]["auroc"], second["study"]["overall"]["auroc"]]
+    assert [runs["per_run"][n]["study_auroc"] for n in ("seed0", "seed1")] == aurocs
+    spread = runs["summary"]["study_auroc"]
+    assert spread["mean"] == pytest.approx(np.mean(aurocs))
+    assert spread["sd"] == pytest.approx(np.std(aurocs, ddof=1))
+    assert (spread["min"], spread["max"]) == (min(aurocs), max(aurocs))
+    all_runs = json.loads((results / "variants" / "all_runs" / "metrics.json").read_text())
+    assert runs["ensemble"]["study_auroc"] == all_runs["study"]["overall"]["auroc"]
+    assert len(all_runs["model"]["members"]) == 2
 
 
 def test_manifest_records_the_run(smoke_run):

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 from mura_lib import reproduce
-from mura_lib.config import MODELS_DIR, NOTEBOOKS_DIR, published_path
+from mura_lib.config import MODELS_DIR, NOTEBOOKS_DIR, PARAMS_DIR, from_root, published_path
 from mura_lib.disk import sha256_file
 from mura_lib.errors import ConfigError, MuraError
 from mura_lib.evaluation.compare import read_evaluation
@@ -30,6 +30,18 @@ def test_unknown_profile_and_missing_data_are_clear():
     with pytest.raises(ConfigError, match="DATA=/path/to/MURA-v1.1"):
         load_profile("mura")
     assert load_profile("mura", data="/data/MURA-v1.1")["data_root"].endswith("MURA-v1.1")
+
+
+def test_a_profile_extends_another(tmp_path):
+    (tmp_path / "base.yaml").write_text("epochs: 24\nlr: 0.002\n")
+    (tmp_path / "runs.yaml").write_text("extends: base\nseeds: [0, 1, 2]\nlr: 0.001\n")
+    (tmp_path / "deep.yaml").write_text("extends: runs\n")
+    params = load_profile("runs", params_dir=tmp_path)
+    assert params == {"epochs": 24, "lr": 0.001, "seeds": [0, 1, 2], "profile": "runs"}
+    with pytest.raises(ConfigError, match="'runs', which extends another profile"):
+        load_profile("deep", params_dir=tmp_path)
+    assert load_profile("sample-runs")["seeds"] == [0, 1, 2]
+    assert load_profile("sample-runs")["epochs"] == load_profile("sample")["epochs"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -61,7 +73,7 @@ def test_papermill_sees_every_parameter_of_every_notebook():
         assigned = {line.split(" = ", 1)[0] for line in cell.source.splitlines()}
         assert assigned == declared[name], f"{name}: papermill misses {assigned - declared[name]}"
     every = set().union(*declared.values())
-    for profile in ("sample", "smoke", "mura", "paper"):
+    for profile in (p.stem for p in PARAMS_DIR.glob("*.yaml")):
         assert set(load_profile(profile, data="/data/MURA-v1.1")) <= every, profile
     assert "gpus" in every
 
@@ -107,7 +119,8 @@ def staged_run(seed: int):
     """A stand-in for the notebooks' execution: it writes what they would into the staging
     folders (a model, a metrics.json naming it) without starting a kernel."""
 
-    def run_notebooks(profile, params, declared, notebooks_dir, results, models, *args):
+    def run_notebooks(profile, params, declared, notebooks_dir, results, *args):
+        models = from_root(params["models_dir"])  # where notebook 02 writes them
         models.mkdir(parents=True)
         (models / "best.pt").write_text(f"weights of seed {seed}")
         (results / "metrics.json").write_text(

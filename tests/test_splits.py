@@ -1,4 +1,5 @@
-"""split_by_patient: no patient on both sides, part rates kept, deterministic, test untouched."""
+"""split_by_patient: no patient on both sides, part rates kept, deterministic, test untouched;
+K patient-grouped folds that hold out every training study once."""
 
 from __future__ import annotations
 
@@ -127,3 +128,34 @@ def test_subset_summary(table1_frame: pd.DataFrame) -> None:
     assert list(summary.columns) == ["patients", "studies", "images", "abnormal_rate"]
     assert summary["images"].sum() == 40005
     assert summary.loc[("test", "WRIST"), "studies"] == 237
+
+
+def test_folds_partition_the_training_patients(table1_frame: pd.DataFrame) -> None:
+    train_studies = set(table1_frame.loc[table1_frame["split"] == "train", "study_id"])
+    held_out = []
+    for fold in range(5):
+        split = split_by_patient(table1_frame, seed=2, folds=5, fold=fold)
+        val = split[split["subset"] == "val"]
+        train = split[split["subset"] == "train"]
+        assert not set(val["patient_id"]) & set(train["patient_id"])
+        assert (split.loc[split["split"] == "valid", "subset"] == "test").all()
+        held_out.append(set(val["study_id"]))
+        # a fifth of every part's studies, each part's abnormal rate kept
+        for part, studies in val.drop_duplicates("study_id").groupby("body_part"):
+            all_part = table1_frame[
+                (table1_frame.split == "train") & (table1_frame.body_part == part)
+            ]
+            assert len(studies) == pytest.approx(all_part["study_id"].nunique() / 5, rel=0.2)
+            rate = all_part.drop_duplicates("study_id")["label"].mean()
+            assert studies["label"].mean() == pytest.approx(rate, abs=0.08)
+    assert set().union(*held_out) == train_studies
+    assert sum(len(s) for s in held_out) == len(train_studies)  # each study held out once
+
+
+@pytest.mark.parametrize(
+    ("folds", "fold", "message"),
+    [(1, 0, "K >= 2 folds"), (-2, 0, "K >= 2 folds"), (3, 3, "use 0 to 2"), (0, 1, "use 0")],
+)
+def test_bad_folds_are_refused(table1_frame, folds, fold, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        split_by_patient(table1_frame, folds=folds, fold=fold)

@@ -16,11 +16,18 @@ study, else to train. Validation thus gets close to `val_fraction` of the studie
 and label, so each part's abnormal rate is about the same in train and val, also for patients
 with studies of several parts. On a toy tree where every patient would overfill some cell, the
 overfill rule is dropped rather than leave validation empty.
+
+With ``folds`` = K the patients are dealt into K folds instead, by the same rule: fold k takes
+a 1 / (K - k) share of the patients left, so each fold is close to a K-th of every (body part,
+label) cell. Fold ``fold`` is the validation subset: K runs, one per fold, hold out every
+training study exactly once (cross-validation).
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +37,14 @@ from mura_lib.errors import ConfigError
 SUBSETS = ("train", "val", "test")
 
 
-def split_by_patient(frame: pd.DataFrame, val_fraction: float = 0.2, seed: int = 0) -> pd.DataFrame:
+def split_by_patient(
+    frame: pd.DataFrame,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    *,
+    folds: int = 0,
+    fold: int = 0,
+) -> pd.DataFrame:
     """Add a `subset` column: "train" / "val" (official train, by patient) or "test".
 
     Args:
@@ -39,14 +53,19 @@ def split_by_patient(frame: pd.DataFrame, val_fraction: float = 0.2, seed: int =
         val_fraction: share of the official-train studies to put in "val", 0 < f < 1. It is
             met per body part and label, so the share of patients and images is close to it.
         seed: the seed of the patient order; the same frame and seed give the same split.
+        folds: K >= 2 deals the patients into K folds and holds out fold ``fold`` (then
+            `val_fraction` is not used); 0 carves one validation subset of `val_fraction`.
+        fold: the held-out fold, 0 to K - 1.
 
     Returns:
         A copy of `frame` with `subset` as last column; official-valid rows are "test".
 
     Raises:
-        ConfigError: `val_fraction` is not in (0, 1), there is no official-train row, or there
-            are too few patients to leave both train and val non-empty.
+        ConfigError: `val_fraction` is not in (0, 1), `folds`/`fold` are out of range, there is
+            no official-train row, or there are too few patients to leave both train and val
+            non-empty.
     """
+    check_folds(folds, fold)
     if (
         isinstance(val_fraction, bool)
         or not isinstance(val_fraction, numbers.Real)
@@ -64,18 +83,62 @@ def split_by_patient(frame: pd.DataFrame, val_fraction: float = 0.2, seed: int =
             "val. Read a tree that holds MURA-v1.1/train/."
         )
     train = out.loc[is_train]
-    val_patients = _greedy_val_patients(train, float(val_fraction), int(seed), strict=True)
-    if not val_patients:
+    if folds:
+        val_patients = _fold_patients(train, folds, int(seed))[fold]
+    else:
+        val_patients = _greedy_val_patients(train, float(val_fraction), int(seed), strict=True)
+    if not val_patients and not folds:
         val_patients = _greedy_val_patients(train, float(val_fraction), int(seed), strict=False)
     in_val = out["patient_id"].isin(val_patients).to_numpy() & is_train
     if not in_val.any() or in_val.sum() == is_train.sum():
         n_patients = out.loc[is_train, "patient_id"].nunique()
         raise ConfigError(
             f"split_by_patient: {n_patients} training patients are too few to give both train "
-            f"and val rows with val_fraction={val_fraction}. Use more data or another fraction."
+            f"and val rows with "
+            + (f"{folds} folds" if folds else f"val_fraction={val_fraction}")
+            + ". Use more data or another fraction."
         )
     out["subset"] = np.where(is_train, np.where(in_val, "val", "train"), "test")
     return out
+
+
+def split_of_run(frame: pd.DataFrame, train_args: Mapping[str, Any]) -> pd.DataFrame:
+    """:func:`split_by_patient` as the run with these training arguments (a TrainConfig's
+    fields, or a checkpoint's ``train_args``) split the frame; runs that predate folds had
+    none."""
+    return split_by_patient(
+        frame,
+        train_args["val_fraction"],
+        train_args["seed"],
+        folds=int(train_args.get("folds", 0)),
+        fold=int(train_args.get("fold", 0)),
+    )
+
+
+def check_folds(folds: int, fold: int) -> None:
+    """``folds`` is 0 or at least 2, and ``fold`` one of them (0 without folds)."""
+    if folds == 1 or folds < 0:
+        raise ConfigError(f"folds={folds}: use 0 (one validation split) or K >= 2 folds")
+    if not 0 <= fold < max(folds, 1):
+        raise ConfigError(
+            f"fold={fold}: with folds={folds} use 0" + (f" to {folds - 1}" if folds else "")
+        )
+
+
+def _fold_patients(train: pd.DataFrame, folds: int, seed: int) -> list[set[int]]:
+    """The patient ids of each of ``folds`` folds: fold k is carved from the patients not yet
+    dealt by the validation rule, at a fraction 1 / (folds - k), so that every fold gets close
+    to a K-th of every (body part, label) cell; the last fold is the rest."""
+    folds_out = []
+    remaining = train
+    for k in range(folds - 1):
+        fraction = 1.0 / (folds - k)
+        chosen = _greedy_val_patients(remaining, fraction, seed, strict=True)
+        chosen = chosen or _greedy_val_patients(remaining, fraction, seed, strict=False)
+        folds_out.append(chosen)
+        remaining = remaining[~remaining["patient_id"].isin(chosen)]
+    folds_out.append(set(remaining["patient_id"].tolist()))
+    return folds_out
 
 
 def _greedy_val_patients(

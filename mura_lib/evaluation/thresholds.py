@@ -178,3 +178,35 @@ def triage_table(
         row["n_studies"] = len(y)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def held_out_threshold(frames: Sequence[pd.DataFrame], rule: str) -> tuple[ThresholdChoice, dict]:
+    """An ensemble's threshold, chosen by ``rule`` on its members' validation predictions.
+
+    ``frames`` holds each member's predictions on the images it held out for validation. An
+    image's probability is the mean over the members that held it out: all of them for the
+    best epochs of one run (one validation subset), one each for the runs of a
+    cross-validation (out-of-fold predictions: every training study scored by the run that
+    never saw it). No image is scored by a member that trained on it.
+
+    Returns the choice and a description of the studies it was chosen on.
+    """
+    from mura_lib.evaluation.studies import study_scores
+
+    rows = pd.concat(frames, ignore_index=True).drop_duplicates("rel_path")
+    position = pd.Index(rows["rel_path"])
+    probs = np.full((len(rows), len(frames)), np.nan)
+    for k, frame in enumerate(frames):
+        probs[position.get_indexer(frame["rel_path"]), k] = frame["prob"].to_numpy()
+    studies = study_scores(rows.assign(prob=np.nanmean(probs, axis=1)))
+    choice = choose_threshold(studies["label"], studies["prob"], rule)
+    held_by_all = not np.isnan(probs).any()
+    chosen_on = {
+        "subset": "val"
+        if held_by_all
+        else "val, out of run (each image scored by the members that held it out)",
+        "n_studies": len(studies),
+        "n_images": len(rows),
+        "tta": "none",
+    }
+    return choice, chosen_on

@@ -22,7 +22,7 @@ from mura_lib.device import resolve_device
 from mura_lib.errors import ConfigError, MuraError
 from mura_lib.evaluation.predictions import canonical_prob, read_predictions
 from mura_lib.evaluation.studies import study_scores
-from mura_lib.evaluation.thresholds import ThresholdChoice, choose_threshold
+from mura_lib.evaluation.thresholds import ThresholdChoice, choose_threshold, held_out_threshold
 from mura_lib.inference.engine import (
     CheckpointNormalizer,
     check_tta,
@@ -118,11 +118,11 @@ def predict_rows(
 def shared_validation_rows(source: ModelSource, frame: pd.DataFrame) -> pd.DataFrame:
     """The official-train rows that every member held out for validation.
 
-    Each member's validation subset is the patient-grouped split of its own run (its seed and
-    val_fraction). Only images in all of them were trained on by no member, so the ensemble's
-    threshold is chosen on those.
+    Each member's validation subset is the patient-grouped split of its own run (its seed,
+    val_fraction and fold). Only images in all of them were trained on by no member, so the
+    ensemble's threshold is chosen on those.
     """
-    from mura_lib.data.splits import split_by_patient
+    from mura_lib.data.splits import split_of_run
 
     held_out = None
     for member, ckpt in zip(source.members, source.checkpoints, strict=True):
@@ -132,7 +132,7 @@ def shared_validation_rows(source: ModelSource, frame: pd.DataFrame) -> pd.DataF
                 f"{member} does not record its training split (seed, val_fraction): its "
                 "validation subset, and so a threshold for it, cannot be rebuilt"
             )
-        split = split_by_patient(frame, args["val_fraction"], args["seed"])
+        split = split_of_run(frame, args)
         val = set(split.loc[split["subset"] == "val", "rel_path"])
         held_out = val if held_out is None else held_out & val
     rows = frame[frame["rel_path"].isin(held_out or set())]
@@ -183,8 +183,9 @@ def validation_threshold(
 
 
 def sidecar_threshold(source: ModelSource) -> tuple[ThresholdChoice, dict] | None:
-    """The threshold from the members' own validation predictions, when every member has
-    them over the same images (the members of one split); None otherwise.
+    """The threshold from the members' own validation predictions
+    (:func:`~mura_lib.evaluation.thresholds.held_out_threshold`), None unless every member
+    has them.
 
     A checkpoint names its validation predictions file (``val_predictions``, beside it); these
     are the probabilities the run computed anyway, so no image is read again.
@@ -196,17 +197,7 @@ def sidecar_threshold(source: ModelSource) -> tuple[ThresholdChoice, dict] | Non
         if path is None or not path.is_file():
             return None
         frames.append(read_predictions(path))
-    if any(not f["rel_path"].equals(frames[0]["rel_path"]) for f in frames[1:]):
-        return None
-    mean = np.mean([f["prob"].to_numpy() for f in frames], axis=0)
-    studies = study_scores(frames[0].assign(prob=canonical_prob(mean)))
-    choice = choose_threshold(studies["label"], studies["prob"], threshold_rule_of(source))
-    return choice, {
-        "subset": "val (the members' validation predictions)",
-        "n_studies": len(studies),
-        "n_images": len(frames[0]),
-        "tta": "none",
-    }
+    return held_out_threshold(frames, threshold_rule_of(source))
 
 
 def build_ensemble(
@@ -214,15 +205,20 @@ def build_ensemble(
     out: str | Path,
     *,
     data_root: str | Path | None = None,
+    labels: str | Path | None = None,
     tta: str = "none",
+    chosen_by: dict | None = None,
     **predict_kwargs,
 ) -> dict:
     """Write a manifest of the checkpoints named by ``paths`` (manifests are expanded).
 
     The threshold is chosen by the members' rule on validation studies that no member trained
-    on: with ``data_root``, by predicting them (with ``tta``); otherwise from the members'
-    validation predictions when they all have them. When neither is possible the manifest
-    holds no threshold, and `mura evaluate` chooses one on validation studies.
+    on: with ``data_root`` (and ``labels``), by predicting the studies every member held out
+    (with ``tta``); otherwise from the members' validation predictions when they all have
+    them, each image scored by the members that held it out (out of fold for the runs of a
+    cross-validation). When neither is possible the manifest holds no threshold, and
+    `mura evaluate` chooses one on validation studies. ``chosen_by`` says how the members were
+    chosen (default: named by the user).
     """
     from mura_lib.data import read_mura
 
@@ -238,14 +234,15 @@ def build_ensemble(
     )
     calibrated = None
     if data_root is not None:
-        calibrated = validation_threshold(source, read_mura(data_root), tta=tta, **predict_kwargs)
+        frame = read_mura(data_root, labels)
+        calibrated = validation_threshold(source, frame, tta=tta, **predict_kwargs)
     elif tta == "none":
         calibrated = sidecar_threshold(source)
     choice, chosen_on = calibrated if calibrated is not None else (None, None)
     written = write_manifest(
         out,
         members,
-        {"how": "named by the user", "inputs": [str(p) for p in paths]},
+        chosen_by or {"how": "named by the user", "inputs": [str(p) for p in paths]},
         threshold=None if choice is None else choice.value,
         threshold_rule=threshold_rule_of(source) if choice is None else choice.rule,
         threshold_note=None if choice is None else choice.note,

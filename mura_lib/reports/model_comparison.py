@@ -1,6 +1,7 @@
-"""Notebook 03's comparison: the single checkpoint, the ensemble, each with flip TTA, and the
+"""Notebook 03's comparison: the single checkpoint, the ensemble, each with flip TTA, the
 study-level heads fine-tuned from the single checkpoint (with their equal-work control, the
-single checkpoint fine-tuned the same way as an image-level model).
+single checkpoint fine-tuned the same way as an image-level model), and, for a profile of
+several runs, the ensemble of all runs; and the evaluation of every run for their spread.
 
 Every variant is evaluated on the same test studies as the single checkpoint (the reference)
 by :func:`mura_lib.inference.evaluate.evaluate_checkpoint`, into a folder of its own, and
@@ -18,10 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from mura_lib.evaluation.compare import compare_evaluations
+from mura_lib.evaluation.runs import runs_block
 from mura_lib.inference.evaluate import evaluate_checkpoint, write_json
 
 REFERENCE = "single"
 FINE_TUNED = "single fine-tuned"  # the study heads' equal-work control
+ALL_RUNS = "all runs"  # the ensemble of every run's chosen checkpoint
 
 
 def variants(
@@ -29,14 +32,17 @@ def variants(
     ensemble: Path | None,
     study: dict[str, Path] | None = None,
     control: Path | None = None,
+    runs_ensemble: Path | None = None,
 ) -> dict[str, tuple[Path, str]]:
-    """{name: (checkpoint or manifest, TTA)}; the ensemble's only when its manifest exists,
+    """{name: (checkpoint or manifest, TTA)}; an ensemble's only when its manifest exists,
     and a study-level head (``study``: {head: checkpoint}) or the heads' equal-work
     ``control`` only when its checkpoint does."""
     found = {REFERENCE: (checkpoint, "none"), "single + flip": (checkpoint, "flip")}
     if ensemble is not None and ensemble.is_file():
         found["ensemble"] = (ensemble, "none")
         found["ensemble + flip"] = (ensemble, "flip")
+    if runs_ensemble is not None and runs_ensemble.is_file():
+        found[ALL_RUNS] = (runs_ensemble, "none")
     if control is not None and control.is_file():
         found[FINE_TUNED] = (control, "none")
     for head, path in (study or {}).items():
@@ -64,6 +70,28 @@ def evaluate_variants(
         folders[name] = results_dir / "variants" / folder_name(name)
         evaluate_checkpoint(source, data_root, folders[name], tta=tta, **evaluate_kwargs)
     return folders
+
+
+def evaluate_runs(
+    run_models: dict[str, Path],
+    data_root: Path,
+    results_dir: Path,
+    **evaluate_kwargs,
+) -> dict[str, Path]:
+    """Evaluate every run's best.pt but the first's (the reference, already in
+    ``results_dir``) into ``results_dir/runs/<name>``; return {run: evaluation folder}."""
+    folders = {}
+    for i, (name, models) in enumerate(run_models.items()):
+        folders[name] = results_dir if i == 0 else results_dir / "runs" / name
+        if i:
+            evaluate_checkpoint(models / "best.pt", data_root, folders[name], **evaluate_kwargs)
+    return folders
+
+
+def record_runs(metrics_path: Path, folders: dict[str, Path], ensemble: Path | None) -> dict:
+    """Add the ``runs`` block (:func:`mura_lib.evaluation.runs.runs_block`) to the reference
+    run's metrics.json (atomically); return it."""
+    return _record(metrics_path, "runs", runs_block(folders, metrics_path.parent, ensemble))
 
 
 def compare_variants(
@@ -166,8 +194,7 @@ def record_comparison(
 ) -> dict:
     """Add the comparison block (under ``key``) to the reference checkpoint's metrics.json
     (atomically); return it."""
-    metrics = json.loads(metrics_path.read_text())
-    metrics[key] = {
+    block = {
         "reference": reference,
         "method": "paired bootstrap of the difference (same resampled patients); McNemar's "
         "exact test; DeLong's test",
@@ -179,5 +206,12 @@ def record_comparison(
             for name, result in comparisons.items()
         },
     }
+    return _record(metrics_path, key, block)
+
+
+def _record(metrics_path: Path, key: str, block: dict) -> dict:
+    """Add ``block`` under ``key`` to the metrics.json at ``metrics_path``, atomically."""
+    metrics = json.loads(metrics_path.read_text())
+    metrics[key] = block
     write_json(metrics, metrics_path)
-    return metrics[key]
+    return block

@@ -64,6 +64,8 @@ class TrainConfig:
     keep_top_k: int = 0  # keep the k best epochs as an ensemble (OUT/ensemble.json); 0: off
     top_k_by: str = "val_loss"  # rank them by val_loss (the paper) | select_metric
     val_fraction: float = 0.2  # share of official-train studies held out for selection
+    folds: int = 0  # K >= 2: K patient-grouped folds of official train, one held out; 0: off
+    fold: int = 0  # with folds: the fold held out for selection (0 .. folds - 1)
     labels: str = ""  # folder of relabelled {train,valid}_labeled_studies.csv; "": the tree's
     study_head: str = "none"  # none (image-level) | mean | max | attention (study-level)
     study_max_views: int = 32  # study-level: views per batch and process (>= largest study)
@@ -84,7 +86,10 @@ class TrainConfig:
     cache_dir: str = ""  # "" = the project's cache/ folder
 
     def validate(self) -> None:
+        from mura_lib.data.splits import check_folds  # pandas: when a run is checked
+
         check_patiences(self.plateau_patience, self.early_stop_patience)
+        check_folds(self.folds, self.fold)
         metric_mode(self.select_metric)
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 16 or self.lr <= 0:
             raise ConfigError("epochs and batch_size must be >= 1, image_size >= 16, lr > 0")

@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mura_lib.evaluation.predictions import read_predictions
-from mura_lib.evaluation.studies import study_scores
-from mura_lib.evaluation.thresholds import choose_threshold
+from mura_lib.evaluation.thresholds import held_out_threshold
 from mura_lib.inference.ensemble import write_manifest
 
 TOP_K_DIR = "top_k"
@@ -89,12 +88,7 @@ def write_run_ensemble(
         return None
     member_files = [out_dir / m["file"] for m in top_k.members]
     frames = [read_predictions(sidecar_name(str(f))) for f in member_files]
-    for frame in frames[1:]:
-        if not frame["rel_path"].equals(frames[0]["rel_path"]):
-            raise ValueError("members' validation predictions are not over the same rows")
-    mean = np.mean([f["prob"].to_numpy() for f in frames], axis=0)
-    studies = study_scores(frames[0].assign(prob=mean))
-    choice = choose_threshold(studies["label"], studies["prob"], threshold_rule)
+    choice, chosen_on = held_out_threshold(frames, threshold_rule)
     return write_manifest(
         out_dir / MANIFEST_NAME,
         member_files,
@@ -108,12 +102,7 @@ def write_run_ensemble(
         threshold=choice.value,
         threshold_rule=choice.rule,
         threshold_note=choice.note,
-        threshold_chosen_on={
-            "subset": "val",
-            "n_studies": len(studies),
-            "n_images": len(frames[0]),
-            "tta": "none",
-        },
+        threshold_chosen_on=chosen_on,
         check_members=False,  # this run wrote them just now: no need to read them all again
     )
 

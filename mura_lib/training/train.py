@@ -29,12 +29,13 @@ import pandas as pd
 import torch
 
 from mura_lib.config import GRAY_MEAN, GRAY_STD, from_root
-from mura_lib.data import scan_mura, split_by_patient
+from mura_lib.data import scan_mura
 from mura_lib.data.augment import Augmenter
 from mura_lib.data.batches import BatchLoader
 from mura_lib.data.cache import build_cache
 from mura_lib.data.labels import TREE_LABELS
 from mura_lib.data.origin import training_data
+from mura_lib.data.splits import split_of_run
 from mura_lib.disk import write_text_atomic
 from mura_lib.errors import ConfigError
 from mura_lib.evaluation.metrics import binary_metrics
@@ -165,7 +166,7 @@ def _fit(
     index = scan_mura(data_root, labels=from_root(config.labels) if config.labels else None)
     if index.relabelling is not None:
         log(f"labels from {index.labels['source']}: studies changed {index.labels['changed']}")
-    frame = split_by_patient(index.frame, config.val_fraction, config.seed)
+    frame = split_of_run(index.frame, asdict(config))
     cache_kwargs = dict(
         size=config.image_size,
         resize=config.resize,
