@@ -72,6 +72,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"(threshold {report['threshold']:.3f}, {report['threshold_rule']}); "
         f"wrote {args.out}/predictions.csv and {args.out}/metrics.json"
     )
+    if "labels_note" in report:
+        print(f"note: {report['labels_note']}")
     return 0
 
 

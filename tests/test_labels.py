@@ -199,10 +199,25 @@ def test_train_and_evaluate_use_and_record_the_labels(
     assert rc == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["labels"] == summary["labels"]
+    assert "labels_note" not in metrics  # the labels the model was trained with
     predictions = pd.read_csv(tmp_path / "eval" / "predictions.csv")
     assert (
         predictions["label"].to_numpy() == relabelled.loc[predictions["rel_path"]].to_numpy()
     ).all()
+
+    # against the tree's own labels, the evaluation says that they are not the training's
+    rc = main([
+        "evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(tiny_tree),
+        "--out", str(tmp_path / "eval-tree"), "--n-boot", "10", "--device", "cpu",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0
+    note = json.loads((tmp_path / "eval-tree" / "metrics.json").read_text())["labels_note"]
+    assert note == (
+        f"the model was trained, and its threshold chosen, with labels from {labels}; this "
+        "evaluation uses labels from tree"
+    )
+    assert out.splitlines()[-1] == f"note: {note}"
 
 
 def test_train_with_a_bad_label_folder_is_one_line(tmp_path, tiny_tree, capsys):

@@ -113,9 +113,30 @@ def evaluate_checkpoint(
     report["threshold_chosen_on"] = chosen_on
     report["split"] = split
     report["labels"] = index.labels
+    note = labels_note(source, index.labels)
+    if note is not None:  # only then: the common case keeps metrics.json as it was
+        report["labels_note"] = note
     report["skipped_images"] = [published_path(path) for path in predicted.skipped]
     write_json(report, out_dir / "metrics.json")
     return report
+
+
+def labels_note(source: ModelSource, labels: dict) -> str | None:
+    """A line when the labels evaluated against are not those the model was trained, and its
+    threshold chosen, with (another label folder, or the same folder with other files)."""
+    from mura_lib.data.labels import TREE_LABELS
+
+    def key(record: dict) -> tuple:
+        return record["source"], tuple(sorted(record.get("sha256", {}).items()))
+
+    trained = {key(ckpt.get("labels", TREE_LABELS)) for ckpt in source.checkpoints}
+    if trained == {key(labels)}:
+        return None
+    names = ", ".join(sorted({name for name, _ in trained}))
+    return (
+        f"the model was trained, and its threshold chosen, with labels from {names}; this "
+        f"evaluation uses labels from {labels['source']}"
+    )
 
 
 def member_column(k: int) -> str:
