@@ -36,6 +36,7 @@ from mura_lib.config import (
     RESULTS_DIR,
     STAGING_PREFIX,
     project_relative,
+    published_path,
     run_paths,
 )
 from mura_lib.disk import sha256_file, write_text_atomic
@@ -288,7 +289,7 @@ def _run_notebooks(
             ) from None
         seconds = time.perf_counter() - tic
         timings.append({"notebook": name, "seconds": round(seconds, 1)})
-        _export_html(executed)
+        _finish(executed)
         print(f"[reproduce] {profile}: {name} done in {seconds:.0f} s", flush=True)
 
     return timings
@@ -304,12 +305,18 @@ def _kernel_config() -> Config:
     return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
-def _export_html(executed: Path) -> None:
-    """Write NAME.html (with code) and NAME.report.html (code hidden) beside the notebook."""
+def _finish(executed: Path) -> None:
+    """Name the notebook's paths in papermill's record as they are published, relative to the
+    project (the same in every clone), and write NAME.html (with code) and NAME.report.html
+    (code hidden) beside it."""
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(executed, as_version=4)
+    record = nb.metadata.papermill
+    record.input_path = project_relative(record.input_path)
+    record.output_path = published_path(record.output_path)
+    nbformat.write(nb, executed)
     full, _ = HTMLExporter().from_notebook_node(nb)
     report, _ = HTMLExporter(
         exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True

@@ -61,6 +61,9 @@ def test_pipeline_writes_every_result(smoke_run):
     for name in NOTEBOOKS:
         executed = nbformat.read(results / name, as_version=4)
         assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+        # papermill's record names the notebooks as published: the same in every clone
+        assert executed.metadata.papermill.input_path == f"notebooks/{name}"
+        assert executed.metadata.papermill.output_path == str((results / name).resolve())
         assert (results / name).with_suffix(".html").stat().st_size > 10_000
         assert (results / name).with_suffix(".report.html").is_file()
     figures = {p.name for p in (results / "figures").iterdir()}
