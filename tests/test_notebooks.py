@@ -64,6 +64,8 @@ def test_pipeline_writes_every_result(smoke_run):
         # papermill's record names the notebooks as published: the same in every clone
         assert executed.metadata.papermill.input_path == f"notebooks/{name}"
         assert executed.metadata.papermill.output_path == str((results / name).resolve())
+        outputs = json.dumps([c.get("outputs", []) for c in executed.cells])
+        assert ".staging-" not in outputs, f"{name} shows a staging path"
         assert (results / name).with_suffix(".html").stat().st_size > 10_000
         assert (results / name).with_suffix(".report.html").is_file()
     figures = {p.name for p in (results / "figures").iterdir()}
