@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from mura_lib import reproduce
-from mura_lib.config import MODELS_DIR, NOTEBOOKS_DIR, PARAMS_DIR, from_root, published_path
+from mura_lib.config import (
+    MODELS_DIR,
+    NOTEBOOKS_DIR,
+    PARAMS_DIR,
+    RESULTS_DIR,
+    from_root,
+    published_path,
+)
 from mura_lib.disk import sha256_file
 from mura_lib.errors import ConfigError, MuraError
 from mura_lib.evaluation.compare import read_evaluation
@@ -233,6 +241,36 @@ def test_results_name_files_where_they_are_published():
     staged = MODELS_DIR / ".staging-sample" / "top_k" / "epoch-003.pt"
     assert published_path(staged) == "models/sample/top_k/epoch-003.pt"  # no absolute path
     assert published_path("/data/MURA-v1.1/valid") == "/data/MURA-v1.1/valid"
+
+
+# an absolute path of two or more folders, where a word or a quoted string may start
+_ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'(=])(/(?:[\w.-]+/)+[\w.-]*)""", re.MULTILINE)
+
+
+def _texts(node):
+    """Every string of a parsed JSON document, images (base64 PNG) and a notebook's cell
+    sources (its text, e.g. the example ``/path/to/MURA-v1.1``) left out."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not key.startswith("image/") and key != "source":
+                yield from _texts(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _texts(value)
+    elif isinstance(node, str):
+        yield node
+
+
+def test_the_committed_results_hold_no_path_of_the_clone_that_made_them():
+    """They are committed and compared across clones: every path in them is relative to the
+    project (metrics.json, manifests, CSVs and the executed notebooks alike)."""
+    committed = [p for p in RESULTS_DIR.glob("*/**/*") if p.suffix in {".json", ".ipynb", ".csv"}]
+    assert any(p.name == "metrics.json" for p in committed)
+    for path in committed:
+        text = path.read_text()
+        texts = _texts(json.loads(text)) if path.suffix != ".csv" else [text]
+        found = [m for t in texts for m in _ABSOLUTE_PATH.findall(t)]
+        assert not found, f"{path.relative_to(RESULTS_DIR)}: {found[:3]}"
 
 
 def test_a_run_logs_no_kernel_warning_pins_its_kernels_and_ends_with_a_verdict(
