@@ -14,8 +14,9 @@ hits every variant alike:
 * ``ci_study_by_study``, ``ci_study_by_patient``: ``bootstrap_ci`` of the study-level metrics,
   studies or patients resampled;
 * ``ci_image_by_study``, ``ci_image_by_patient``: the same for the image-level metrics;
-* ``calibration_ci``: the calibration intervals of the study level, overall (Brier, ECE and
-  1,000 logistic recalibrations).
+* ``ci_study_by_patient_calibrated``: ``ci_study_by_patient`` with the calibration metrics on
+  the same resamples (Brier, ECE and 1,000 logistic recalibrations), as every study-level block
+  of metrics.json has them.
 
 The last line of the output is one JSON object {"timings_s": {...}, "sizes": {...},
 "machine": {...}}.
@@ -37,7 +38,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mura_lib.evaluation.bootstrap import bootstrap_ci, calibration_ci  # noqa: E402
+from mura_lib.evaluation.bootstrap import bootstrap_ci  # noqa: E402
 from mura_lib.evaluation.report import evaluation_report  # noqa: E402
 from mura_lib.evaluation.studies import study_scores  # noqa: E402
 from mura_lib.synthetic.profiles import plan_studies, table1_profile  # noqa: E402
@@ -93,7 +94,9 @@ def main() -> None:
         "ci_image_by_patient": lambda: bootstrap_ci(
             yi, pi, THRESHOLD, images["patient_id"].to_numpy(), n
         ),
-        "calibration_ci": lambda: calibration_ci(y, p, studies["patient_id"].to_numpy(), n),
+        "ci_study_by_patient_calibrated": lambda: bootstrap_ci(
+            y, p, THRESHOLD, studies["patient_id"].to_numpy(), n, calibration=True
+        ),
     }
     best = {name: float("inf") for name in tasks}
     for _ in range(args.repeats):

@@ -13,7 +13,6 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from mura_lib.evaluation.bootstrap import (
     bootstrap_ci,
     bootstrap_replicates,
-    calibration_ci,
     group_rng,
     patient_units,
     resample_counts,
@@ -138,7 +137,9 @@ def test_calibration_intervals_refit_each_patient_resample() -> None:
     studies = _patients(40, seed=1)
     y, p = studies["label"].to_numpy(), studies["prob"].to_numpy()
     patients = studies["patient_id"].to_numpy()
-    ci, _ = calibration_ci(y, p, patients, n_boot=40, seed=0, name="study:WRIST")
+    ci, _ = bootstrap_ci(
+        y, p, 0.5, patients, n_boot=40, seed=0, name="study:WRIST", calibration=True
+    )
     brier, slope, intercept = [], [], []
     for rows in _draws_by_hand(patients, 40, 0, "study:WRIST"):
         brier.append(np.mean((p[rows] - y[rows]) ** 2))

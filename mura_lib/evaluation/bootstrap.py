@@ -121,6 +121,7 @@ def bootstrap_replicates(
     groups: np.ndarray | None = None,
     n_boot: int = 1000,
     rng: np.random.Generator | None = None,
+    calibration: bool = False,
 ) -> dict[str, np.ndarray]:
     """Each metric of :data:`~mura_lib.evaluation.metrics.METRICS` on ``n_boot`` resamples.
 
@@ -130,6 +131,8 @@ def bootstrap_replicates(
             unit.
         n_boot: number of resamples.
         rng: random generator (default: ``np.random.default_rng(0)``).
+        calibration: also the metrics of
+            :data:`~mura_lib.evaluation.calibration.CALIBRATION_METRICS`, on the same resamples.
 
     Returns:
         {metric: array of n_boot values}, NaN where a resample leaves it undefined.
@@ -140,36 +143,20 @@ def bootstrap_replicates(
     pred = predict_abnormal(p, threshold)
     cells = np.stack([~pred & (y == 0), pred & (y == 0), ~pred & (y == 1), pred & (y == 1)], 1)
 
-    out: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
+    names = [*METRICS, *(CALIBRATION_METRICS if calibration else ())]
+    out: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for weights in resampled_weights(groups, len(y), n_boot, rng):
         tn, fp, fn, tp = (weights @ cells.astype(np.float64)).T
         for name, values in metrics_from_confusion(tn, fp, fn, tp).items():
             out[name].append(values)
         out["auroc"].append(weighted_auroc(y, p, weights))
         out["average_precision"].append(weighted_average_precision(y, p, weights))
-    return {name: np.concatenate(parts) if parts else np.empty(0) for name, parts in out.items()}
-
-
-def calibration_replicates(
-    y_true: np.ndarray,
-    prob: np.ndarray,
-    groups: np.ndarray | None = None,
-    n_boot: int = 1000,
-    rng: np.random.Generator | None = None,
-) -> dict[str, np.ndarray]:
-    """Each metric of :data:`~mura_lib.evaluation.calibration.CALIBRATION_METRICS` on
-    ``n_boot`` resamples, drawn as in :func:`bootstrap_replicates` (the same ``rng`` state
-    gives the same resamples)."""
-    rng = np.random.default_rng(0) if rng is None else rng
-    y = np.asarray(y_true).astype(np.int64)
-    p = np.asarray(prob, dtype=np.float64)
-    out: dict[str, list[np.ndarray]] = {name: [] for name in CALIBRATION_METRICS}
-    for weights in resampled_weights(groups, len(y), n_boot, rng):
-        out["brier"].append(weighted_brier(y, p, weights))
-        out["ece"].append(weighted_ece(y, p, weights))
-        slope, intercept = weighted_recalibration(y, p, weights)
-        out["calibration_slope"].append(slope)
-        out["calibration_intercept"].append(intercept)
+        if calibration:
+            out["brier"].append(weighted_brier(y, p, weights))
+            out["ece"].append(weighted_ece(y, p, weights))
+            slope, intercept = weighted_recalibration(y, p, weights)
+            out["calibration_slope"].append(slope)
+            out["calibration_intercept"].append(intercept)
     return {name: np.concatenate(parts) if parts else np.empty(0) for name, parts in out.items()}
 
 
@@ -207,11 +194,13 @@ def bootstrap_ci(
     seed: int = 0,
     level: float = 0.95,
     name: str = "overall",
+    calibration: bool = False,
 ) -> tuple[dict[str, list[float] | None], dict[str, int]]:
     """Percentile bootstrap intervals of every metric, resampling the units of ``groups``.
 
     Args:
-        y_true, prob, threshold, groups, n_boot: as in :func:`bootstrap_replicates`.
+        y_true, prob, threshold, groups, n_boot, calibration: as in
+            :func:`bootstrap_replicates`.
         seed: with ``name``, fixes the resamples: the same inputs give the same intervals.
         level: coverage of the interval (0.95: the 2.5th and 97.5th percentiles).
         name: the group's name (e.g. a body part), mixed into the seed so that groups do not
@@ -221,20 +210,5 @@ def bootstrap_ci(
         As :func:`percentile_ci`.
     """
     rng = group_rng(seed, name)
-    replicates = bootstrap_replicates(y_true, prob, threshold, groups, n_boot, rng)
-    return percentile_ci(replicates, level)
-
-
-def calibration_ci(
-    y_true: np.ndarray,
-    prob: np.ndarray,
-    groups: np.ndarray | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    name: str = "overall",
-) -> tuple[dict[str, list[float] | None], dict[str, int]]:
-    """:func:`bootstrap_ci` of the calibration metrics, on the same resamples for the same
-    ``seed`` and ``name``."""
-    replicates = calibration_replicates(y_true, prob, groups, n_boot, group_rng(seed, name))
+    replicates = bootstrap_replicates(y_true, prob, threshold, groups, n_boot, rng, calibration)
     return percentile_ci(replicates, level)

@@ -20,7 +20,6 @@ from mura_lib.data.mura_layout import ordered_parts
 from mura_lib.evaluation.bootstrap import (
     bootstrap_ci,
     bootstrap_unit,
-    calibration_ci,
     patient_units,
 )
 from mura_lib.evaluation.calibration import (
@@ -63,10 +62,9 @@ def metric_block(
         block |= calibrated
     block["ci"] = {}
     if n_boot > 0 and block["n"] > 0:
-        ci, dropped = bootstrap_ci(y_true, prob, threshold, units, n_boot, seed, level, name)
-        if calibration:
-            more_ci, more_dropped = calibration_ci(y_true, prob, units, n_boot, seed, level, name)
-            ci, dropped = ci | more_ci, dropped | more_dropped
+        ci, dropped = bootstrap_ci(
+            y_true, prob, threshold, units, n_boot, seed, level, name, calibration
+        )
         # a metric undefined on the group itself gets no interval either
         block["ci"] = {m: (v if block[m] is not None else None) for m, v in ci.items()}
         if dropped:
